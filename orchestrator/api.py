@@ -1,0 +1,297 @@
+"""dl's Python API: everything the CLI does, as functions.
+
+    from orchestrator import api
+    run = api.launch("mnist", overrides={"lr": "0.001"})
+    api.wait(run.id); print(api.show(run.id).metrics)
+
+Every function opens the store under DL_HOME; none imports torch, lightning or
+boto3 unless the work needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import settings
+from orchestrator.backends import Capability, LaunchSpec, get_backend
+from orchestrator.backends.base import Artifact
+from orchestrator.errors import ArtifactError, BackendError, UsageError
+from orchestrator.jobs import Job, find_job
+from orchestrator.packaging import Package, build_package
+from orchestrator.store import Run, RunStatus, Store, open_store
+
+DEFAULT_TARGET = "local"
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``["a=1", "b=2"]`` → ``{"a": "1", "b": "2"}``; a missing '=' is a usage error."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {item!r} is not KEY=VALUE.", f"Example: {flag} lr=0.01")
+        out[key.strip()] = value
+    return out
+
+
+def new_run_id(job_name: str, now: float | None = None) -> str:
+    """``mnist-20261125-1930-a1b2``: readable, sortable, and a valid SageMaker job name (≤63)."""
+    slug = "".join(c if c.isalnum() else "-" for c in job_name.lower()).strip("-") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime(now or time.time()))
+    suffix = secrets.token_hex(2)
+    return f"{slug[: 63 - len(stamp) - len(suffix) - 2]}-{stamp}-{suffix}"
+
+
+def _valid_run_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name):
+        raise UsageError(
+            f"Run name {name!r} is not a valid SageMaker job name.",
+            "Use up to 63 letters, digits and hyphens, starting with a letter or digit.",
+        )
+    return name
+
+
+def git_info(path: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git repository holding ``path``; (None, None) outside one."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    return head.stdout.strip(), bool(status.stdout.strip())
+
+
+@dataclass
+class Plan:
+    """What a launch would do, before anything runs."""
+
+    job: Job
+    target: str
+    params: dict[str, object]
+    data: dict[str, str]
+    package: Package
+    outputs: str
+    resources: dict = field(default_factory=dict)
+
+
+def plan(
+    job_name: str,
+    *,
+    target: str = DEFAULT_TARGET,
+    overrides: dict[str, str] | None = None,
+    data: dict[str, str] | None = None,
+) -> Plan:
+    """Validate everything and build the package; starts nothing."""
+    job = find_job(job_name)
+    params = job.resolve(overrides)
+    backend = get_backend(target)
+    data = {name: str(Path(path).expanduser().resolve()) if "://" not in path else path
+            for name, path in (data or {}).items()}  # fmt: skip
+    home = settings.dl_home()
+    package = build_package(job, home / "packages", settings.max_package_mb())
+    spec = LaunchSpec(job=job, package=package, params=params, data=data)
+    backend.check(spec)
+    resources = {"instance": "this machine", "cpus": os.cpu_count(), "gpus": _gpu_count()}
+    return Plan(job, target, params, data, package, str(home / "runs" / "<run-id>"), resources)
+
+
+def _gpu_count() -> int:
+    from orchestrator.backends.local.contract import detect_gpus
+
+    return detect_gpus()
+
+
+def launch(
+    job_name: str,
+    *,
+    target: str = DEFAULT_TARGET,
+    overrides: dict[str, str] | None = None,
+    data: dict[str, str] | None = None,
+    name: str | None = None,
+) -> Run:
+    """Validate, package and start a run; return it at once (Pending or InProgress)."""
+    return start(plan(job_name, target=target, overrides=overrides, data=data), name=name)
+
+
+def start(the_plan: Plan, *, name: str | None = None) -> Run:
+    """Start the run that ``the_plan`` describes."""
+    store = open_store()
+    run_id = _valid_run_name(name) if name else new_run_id(the_plan.job.name)
+    commit, dirty = git_info(the_plan.job.path)
+    run = Run(
+        id=run_id,
+        job=the_plan.job.name,
+        target=the_plan.target,
+        status=RunStatus.PENDING,
+        params=the_plan.params,
+        package_hash=the_plan.package.sha256,
+        git_commit=commit,
+        git_dirty=dirty,
+        created_at=time.time(),
+        data=the_plan.data,
+        job_dir=str(the_plan.job.path),
+    )
+    store.insert(run)
+    spec = LaunchSpec(the_plan.job, the_plan.package, the_plan.params, the_plan.data)
+    try:
+        get_backend(the_plan.target).submit(store, run, spec)
+    except BaseException as exc:
+        store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {exc}")
+        raise
+    return store.get(run.id)
+
+
+def smoke_test(the_plan: Plan, workdir: Path) -> SmokeResult:
+    """Run the packaged code once through the container contract with fast_dev_run."""
+    from orchestrator.backends.local.smoke import smoke_test as run_smoke
+
+    return run_smoke(the_plan, workdir)
+
+
+@dataclass
+class SmokeResult:
+    ok: bool
+    seconds: float
+    error: str | None
+    log: str
+
+
+def refresh(store: Store, run: Run) -> Run:
+    if run.status.is_terminal:
+        return run
+    return get_backend(run.target).refresh(store, run)
+
+
+def list_runs(
+    *, job: str | None = None, status: str | None = None, limit: int | None = 50, target: str | None = None
+) -> list[Run]:
+    store = open_store()
+    wanted = RunStatus.parse(status) if status else None
+    runs = store.list(job=job, status=wanted, target=target, limit=limit)
+    return [refresh(store, run) if not run.status.is_terminal else run for run in runs]
+
+
+def show(run_id: str) -> Run:
+    store = open_store()
+    return refresh(store, store.get(run_id))
+
+
+def logs(run_id: str, *, follow: bool = False) -> Iterator[str]:
+    """The run's log; with ``follow``, keep yielding until the run ends."""
+    store = open_store()
+    run = store.get(run_id)
+    backend = get_backend(run.target)
+    if follow and Capability.FOLLOW_LOGS not in backend.capabilities:
+        raise BackendError(f"The {run.target} target cannot follow logs.")
+    path = backend.log_path(run)
+    if path is None or not path.exists():
+        raise ArtifactError(f"Run {run.id} has no log yet.", "It may still be starting; try again.")
+    return backend.follow(run, store if follow else None)
+
+
+def wait(run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Run:
+    """Block until the run reaches a terminal state (or ``timeout`` seconds pass)."""
+    store = open_store()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        run = refresh(store, store.get(run_id))
+        if run.status.is_terminal or (deadline is not None and time.monotonic() >= deadline):
+            return run
+        time.sleep(poll)
+
+
+def stop(run_id: str, *, grace: float = 60.0) -> Run:
+    """Stop a run gracefully (it saves a checkpoint). A finished run is returned unchanged."""
+    store = open_store()
+    run = store.get(run_id)
+    backend = get_backend(run.target)
+    if Capability.STOP not in backend.capabilities:
+        raise BackendError(f"The {run.target} target cannot stop runs.")
+    return backend.stop(store, run, grace)
+
+
+PULL_CHOICES = ("best", "last", "all")
+
+
+def pull(run_id: str, *, to: Path | None = None, which: str = "best") -> list[Path]:
+    """Copy the model and checkpoints of a run into ``to`` (default ``./<run-id>``).
+
+    ``which``: best (the best checkpoint, or last when the job monitors nothing), last,
+    or all (every checkpoint plus metrics). Each file is verified and renamed into place
+    only when complete; a corrupt checkpoint is reported by name.
+    """
+    if which not in PULL_CHOICES:
+        raise UsageError(f"Unknown choice {which!r}.", f"Use one of {', '.join(PULL_CHOICES)}.")
+    store = open_store()
+    run = store.get(run_id)
+    backend = get_backend(run.target)
+    found = backend.artifacts(run)
+    selected = select_artifacts(found, which)
+    if not any(a.kind == "checkpoint" for a in selected) and not any(a.kind == "model" for a in selected):
+        state = "" if run.status.is_terminal else f" (it is {run.status.value})"
+        raise ArtifactError(f"Run {run.id} has no checkpoints or model yet{state}.", "Check `dl show` and `dl logs`.")
+    dest = (to or Path.cwd() / run.id).expanduser()
+    written = []
+    for artifact in selected:
+        folder = {"model": "model", "checkpoint": "checkpoints", "metrics": "metrics"}[artifact.kind]
+        final = dest / folder / artifact.name
+        partial = backend.fetch(run, artifact, final.with_name(f".{final.name}.pulling"))
+        try:
+            if final.suffix == ".ckpt":
+                verify_checkpoint(partial, name=f"{artifact.name} of run {run.id}")
+        except ArtifactError:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, final)
+        written.append(final)
+    return written
+
+
+def select_artifacts(found: list[Artifact], which: str) -> list[Artifact]:
+    models = [a for a in found if a.kind == "model"]
+    checkpoints = [a for a in found if a.kind == "checkpoint"]
+    if which == "all":
+        return found
+    wanted = "last.ckpt" if which == "last" else "best.ckpt"
+    chosen = [a for a in checkpoints if a.name == wanted]
+    if not chosen and which == "best":
+        chosen = [a for a in checkpoints if a.name == "last.ckpt"]
+    return models + chosen
+
+
+def verify_checkpoint(path: Path, name: str | None = None) -> None:
+    """A checkpoint is a zip archive (torch.save); check every member's CRC without importing torch."""
+    import zipfile
+
+    label = name or str(path)
+    hint = "It cannot be loaded; pull --last or --all to get another checkpoint."
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(f"Checkpoint {label} is corrupt ({exc}).", hint) from None
+    if bad is not None:
+        raise ArtifactError(f"Checkpoint {label} is corrupt (bad entry {bad}).", hint)
+
+
+def list_artifacts(run_id: str) -> list[Artifact]:
+    store = open_store()
+    run = store.get(run_id)
+    return get_backend(run.target).artifacts(run)

@@ -1,0 +1,37 @@
+"""The dry run's smoke test: the packaged code, once, through the same container contract.
+
+It lays out a throw-away container folder, runs the program with ``fast_dev_run``
+(one train and one validation batch) and reports the program's own one-line error
+when it fails. Nothing is written to the store.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.backends.base import LaunchSpec
+from orchestrator.backends.local import child_env, prepare
+from orchestrator.backends.local.supervisor import failure_reason, run_program
+
+if TYPE_CHECKING:
+    from orchestrator.api import Plan, SmokeResult
+
+
+def smoke_test(plan: Plan, workdir: Path) -> SmokeResult:
+    from orchestrator.api import SmokeResult
+
+    params = {**plan.params, "fast_dev_run": True}
+    spec = LaunchSpec(plan.job, plan.package, params, plan.data)
+    base = workdir / "container"
+    cspec = prepare(base, "dry-run", spec)
+    log = base / "dl" / "log.txt"
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        code = run_program(base, cspec, child_env(base, cspec), out)
+    seconds = time.monotonic() - started
+    text = log.read_text(errors="replace")
+    if code == 0:
+        return SmokeResult(True, seconds, None, text)
+    return SmokeResult(False, seconds, failure_reason(base, code, log), text)

@@ -1,0 +1,143 @@
+"""The detached process that owns one local run.
+
+Started by LocalBackend.submit as ``python -m orchestrator.backends.local.supervisor
+DL_HOME RUN_ID`` in its own session, with stdout/stderr going to the run's log. It
+marks the run InProgress, runs the program as SageMaker's toolkit would (contract.py),
+forwards SIGTERM to it, and records the outcome: Completed (exit 0), Stopped (a stop was
+asked for), or Failed with the program's one-line failure reason. Like the toolkit, it
+leaves that reason in ``output/failure``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.backends.local import contract
+from orchestrator.store import RunStatus, Store
+
+EXIT_STOPPED = 143
+
+
+def read_outcome(base: Path) -> dict:
+    """Final metrics and best checkpoint from the runtime's summary.json, else from metrics.csv."""
+    summary = base / "output" / "data" / "summary.json"
+    if summary.is_file():
+        try:
+            return json.loads(summary.read_text())
+        except json.JSONDecodeError:
+            pass
+    return {"final": final_metrics_from_csv(base / "output" / "data" / "metrics.csv")}
+
+
+def final_metrics_from_csv(path: Path) -> dict:
+    import csv
+
+    if not path.is_file():
+        return {}
+    final: dict[str, float] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in (None, ""):
+                    try:
+                        final[key] = float(value)
+                    except ValueError:
+                        continue
+    return final
+
+
+def failure_reason(base: Path, returncode: int, log: Path) -> str:
+    failure = base / "output" / "failure"
+    if failure.is_file():
+        text = failure.read_text(errors="replace").strip()
+        if text:
+            return text.splitlines()[0][:1024]
+    if returncode < 0:
+        return f"The training program was killed by signal {-returncode}."
+    tail = ""
+    if log.is_file():
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        tail = lines[-1] if lines else ""
+    reason = f"The training program exited with code {returncode}" + (f": {tail}" if tail else ".")
+    return reason[:1024]
+
+
+def run_program(base: Path, cspec: contract.ContainerSpec, env: dict[str, str], stdout, on_start=None) -> int:
+    """Run the container's program to completion; SIGTERM to this process is passed on to it."""
+    child = subprocess.Popen(
+        contract.command(sys.executable, cspec),
+        cwd=base / "code",
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(signum, frame):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        if on_start:
+            on_start(child)
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def supervise(home: Path, run_id: str) -> int:
+    from orchestrator.backends.local import child_env, container_spec, log_file, process
+
+    store = Store(home)
+    run = store.get(run_id)
+    base = Path(run.backend_state["run_dir"])
+    cspec = container_spec(run_id, run.params, run.data, run.backend_state["package_uri"])
+    stop_seen = False
+
+    def note_stop(signum, frame):
+        nonlocal stop_seen
+        stop_seen = True
+
+    signal.signal(signal.SIGTERM, note_stop)
+    store.mark_in_progress(run_id)
+    print(f"dl: run {run_id} started {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+
+    def started(child):
+        store.merge_backend_state(run_id, child_pid=child.pid, child_start=process.start_time(child.pid))
+
+    returncode = run_program(base, cspec, child_env(base, cspec), sys.stdout, on_start=started)
+    outcome = read_outcome(base)
+    metrics = outcome.get("final", {})
+    stop_requested = stop_seen or store.get(run_id).backend_state.get("stop_requested")
+    if returncode == 0:
+        store.mark_finished(run_id, RunStatus.COMPLETED, metrics=metrics)
+        status = "Completed"
+    elif stop_requested or returncode == EXIT_STOPPED:
+        store.mark_finished(run_id, RunStatus.STOPPED, metrics=metrics)
+        status = "Stopped"
+    else:
+        reason = failure_reason(base, returncode, log_file(base))
+        (base / "output").mkdir(parents=True, exist_ok=True)
+        (base / "output" / "failure").write_text(reason + "\n")
+        store.mark_finished(run_id, RunStatus.FAILED, failure_reason=reason, metrics=metrics)
+        status = f"Failed: {reason}"
+    print(f"dl: run {run_id} {status}", flush=True)
+    return 0
+
+
+def main() -> int:
+    home, run_id = Path(sys.argv[1]), sys.argv[2]
+    return supervise(home, run_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

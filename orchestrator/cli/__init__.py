@@ -1,0 +1,89 @@
+"""The `dl` command line: thin commands over orchestrator.api.
+
+Each command parses options, calls one API function and renders the result.
+Errors a user can act on (DlError) print as one line and exit non-zero; the
+traceback only with --debug or DL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from orchestrator import __version__, settings
+from orchestrator.errors import DlError
+
+
+class _Group(TyperGroup):
+    """Turns DlError (and unexpected errors) into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DlError as exc:
+            _report(ctx, f"Error: {exc.message}", exc.hint, exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:  # a bug or an environment problem we did not foresee
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            _report(ctx, f"Unexpected error: {type(exc).__name__}: {text}", "Rerun with --debug for details.", 1)
+
+
+def _report(ctx: click.Context, headline: str, hint: str, code: int) -> None:
+    debug = (ctx.obj or {}).get("debug") or settings.debug_enabled()
+    if debug:
+        traceback.print_exc()
+    message = f"{headline} {hint}".strip()
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="dl",
+    help=(
+        "Train PyTorch Lightning jobs on this machine or on AWS GPUs, with every run tracked.\n\n"
+        "Start here:  dl jobs  ·  dl launch mnist --local --follow  ·  dl runs  ·  dl pull RUN"
+    ),
+    epilog="State lives in DL_HOME (default ~/.local/share/dl). Docs: README.md.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.", envvar="DL_DEBUG"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers commands)
+from orchestrator.cli import launch as _launch  # noqa: E402,F401
+from orchestrator.cli import runs as _runs  # noqa: E402,F401
+
+
+def main() -> None:
+    app(prog_name="dl")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`dl runs`, `dl show`, `dl logs`, `dl stop`, `dl pull`: everything about runs that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orchestrator import api
+from orchestrator.cli import app, render
+from orchestrator.errors import UsageError
+
+
+@app.command()
+def runs(
+    job: str = typer.Option(None, "--job", "-j", help="Only runs of this job."),
+    status: str = typer.Option(None, "--status", help="Only runs in this status, e.g. Completed."),
+    target: str = typer.Option(None, "--target", help="Only runs on this target."),
+    limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N runs, newest first (0: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of runs."),
+) -> None:
+    """List runs, newest first.
+
+    [bold]Examples[/bold]
+
+      dl runs
+
+      dl runs --job mnist --status Completed -n 5
+
+      dl runs --json | jq '.[0].metrics'
+    """
+    found = api.list_runs(job=job, status=status, target=target, limit=limit or None)
+    if as_json:
+        render.print_json([run.to_json() for run in found])
+    elif not found:
+        typer.echo("No runs yet. Start one with: dl launch mnist --local")
+    else:
+        typer.echo(render.runs_table(found))
+
+
+@app.command(no_args_is_help=True)
+def show(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id (see `dl runs`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+) -> None:
+    """Show one run: status, parameters, metrics, and where its logs, checkpoints and model are.
+
+    [bold]Examples[/bold]
+
+      dl show mnist-20261125-1930-a1b2
+
+      dl show mnist-20261125-1930-a1b2 --json
+    """
+    run = api.show(run_id)
+    if as_json:
+        render.print_json(run.to_json())
+        return
+    rows = [
+        ("Run", run.id),
+        ("Job", f"{run.job}  ({run.job_dir})" if run.job_dir else run.job),
+        ("Target", run.target),
+        ("Status", render.status_text(run.status)),
+    ]
+    if run.failure_reason:
+        rows.append(("Failure", run.failure_reason))
+    commit = "-"
+    if run.git_commit:
+        commit = run.git_commit[:12] + (" (uncommitted changes)" if run.git_dirty else "")
+    rows += [
+        ("Created", render.when(run.created_at)),
+        ("Started", render.when(run.started_at)),
+        ("Ended", render.when(run.ended_at)),
+        ("Duration", render.duration(run.duration)),
+        ("Package", (run.package_hash or "-")[:12]),
+        ("Git", commit),
+    ]
+    for key, title in (("log_uri", "Logs"), ("checkpoint_uri", "Checkpoints"), ("model_uri", "Model")):
+        rows.append((title, getattr(run, key) or "-"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key.ljust(width)}  {value}")
+    _section("Parameters", run.params)
+    _section("Metrics (final)", {k: f"{v:.6g}" for k, v in run.metrics.items()})
+    if run.data:
+        _section("Data", run.data)
+
+
+def _section(title: str, values: dict) -> None:
+    if not values:
+        return
+    typer.echo(f"\n{title}")
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        typer.echo(f"  {key.ljust(width)}  {value}")
+
+
+@app.command(no_args_is_help=True)
+def logs(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+) -> None:
+    """Print a run's log (the training program's output).
+
+    [bold]Examples[/bold]
+
+      dl logs mnist-20261125-1930-a1b2
+
+      dl logs mnist-20261125-1930-a1b2 --follow
+    """
+    try:
+        for chunk in api.logs(run_id, follow=follow):
+            typer.echo(chunk, nl=False)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command(no_args_is_help=True)
+def stop(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    grace: float = typer.Option(60.0, "--grace", min=0, help="Seconds to wait for a checkpoint before killing."),
+) -> None:
+    """Stop a run gracefully: it saves last.ckpt and ends as Stopped.
+
+    After --grace seconds the run's processes are killed. Stopping a finished run does nothing.
+
+    [bold]Examples[/bold]
+
+      dl stop mnist-20261125-1930-a1b2
+    """
+    before = api.show(run_id)
+    if before.status.is_terminal:
+        typer.echo(f"{before.id} already ended ({before.status.value}); nothing to stop.")
+        return
+    run = api.stop(run_id, grace=grace)
+    typer.echo(f"{run.id} {run.status.value}. Resume later from its last checkpoint.")
+
+
+@app.command(no_args_is_help=True)
+def pull(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    to: Path = typer.Option(None, "--to", help="Destination folder (default ./RUN)."),
+    best: bool = typer.Option(False, "--best", help="The best checkpoint (the default)."),
+    last: bool = typer.Option(False, "--last", help="The last checkpoint."),
+    all_: bool = typer.Option(False, "--all", help="Every checkpoint, the model and the metrics."),
+) -> None:
+    """Copy a run's model and checkpoints to this machine.
+
+    The model (model.ckpt: final weights and hyperparameters) always comes along; pulled
+    checkpoints load with the job's LightningModule.load_from_checkpoint.
+
+    [bold]Examples[/bold]
+
+      dl pull mnist-20261125-1930-a1b2
+
+      dl pull mnist-20261125-1930-a1b2 --last --to ./ckpts
+    """
+    if sum((best, last, all_)) > 1:
+        raise UsageError("--best, --last and --all exclude each other.", "Pick one.")
+    which = "all" if all_ else "last" if last else "best"
+    written = api.pull(run_id, to=to, which=which)
+    for path in written:
+        typer.echo(f"  {path}  ({render.size(path.stat().st_size)})")
+    typer.echo(f"Pulled {len(written)} file{'s' if len(written) != 1 else ''} from {run_id}.")

@@ -1,0 +1,298 @@
+"""Trainjobs: folders with a job.toml, a LightningModule and a LightningDataModule.
+
+A job.toml declares the classes (``module:Class``), the metric that picks the
+best checkpoint, and every hyperparameter with its type, default and help. It is
+read without importing the job's code, so ``dl jobs`` and ``--set`` validation
+cost nothing, and the same declarations drive the runtime's argument parser.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.errors import JobError, ParamError
+
+JOB_FILE = "job.toml"
+_TYPES = {"int", "float", "str", "bool", "batches"}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: object
+    help: str = ""
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def parse(self, raw: str) -> object:
+        """Turn a command-line string into a typed, range-checked value."""
+        text = raw.strip()
+        try:
+            if self.type == "int":
+                value: object = int(text)
+            elif self.type == "float":
+                value = float(text)
+            elif self.type == "batches":
+                value = float(text) if any(c in text for c in ".eE") else int(text)
+            elif self.type == "bool":
+                if text.lower() not in _TRUE | _FALSE:
+                    raise ValueError(text)
+                value = text.lower() in _TRUE
+            else:
+                value = raw
+        except ValueError:
+            raise ParamError(
+                f"Parameter {self.name} expects {_article(self.type)}, got {raw!r}.",
+                f"Example: --set {self.name}={self.default}",
+            ) from None
+        return self.check(value)
+
+    def check(self, value: object) -> object:
+        if self.choices is not None and value not in self.choices:
+            options = ", ".join(map(str, self.choices))
+            raise ParamError(f"Parameter {self.name} must be one of {options}; got {value!r}.")
+        if self.min is not None and isinstance(value, (int, float)) and value < self.min:
+            raise ParamError(f"Parameter {self.name} must be >= {self.min}; got {value}.")
+        if self.max is not None and isinstance(value, (int, float)) and value > self.max:
+            raise ParamError(f"Parameter {self.name} must be <= {self.max}; got {value}.")
+        return value
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "type": self.type, "default": self.default, "help": self.help}
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        if self.min is not None:
+            out["min"] = self.min
+        if self.max is not None:
+            out["max"] = self.max
+        return out
+
+
+def _article(type_name: str) -> str:
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "batches": "a batch count (int) or a fraction (float)",
+    }.get(type_name, "a string")
+
+
+# Parameters every job has: the runtime gives them to Lightning's Trainer.
+# A job's [trainer] table changes their defaults.
+TRAINER_PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("max_epochs", "int", 10, "Epochs to train", min=1),
+        Param("seed", "int", 0, "Random seed (seed_everything, workers too)"),
+        Param("precision", "str", "32-true", "Lightning precision", ("32-true", "16-mixed", "bf16-mixed")),
+        Param("num_workers", "int", 0, "DataLoader worker processes (passed to the data module)", min=0),
+        Param("limit_train_batches", "batches", 1.0, "Train batches per epoch: a count or a fraction"),
+        Param("limit_val_batches", "batches", 1.0, "Validation batches per epoch: a count or a fraction"),
+        Param("fast_dev_run", "bool", False, "Run one train and one validation batch, then stop (smoke test)"),
+    )
+}
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    path: Path
+    description: str
+    model: str
+    datamodule: str
+    monitor: str | None
+    mode: str
+    params: dict[str, Param]
+    trainer: dict[str, Param] = field(default_factory=dict)
+
+    @property
+    def all_params(self) -> dict[str, Param]:
+        return {**self.params, **self.trainer}
+
+    def resolve(self, overrides: dict[str, str] | None = None) -> dict[str, object]:
+        """Defaults plus ``--set`` overrides, typed and validated. Unknown keys fail."""
+        spec = self.all_params
+        values = {name: p.default for name, p in spec.items()}
+        for key, raw in (overrides or {}).items():
+            if key not in spec:
+                close = difflib.get_close_matches(key, spec, n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                raise ParamError(
+                    f"Unknown parameter {key!r} for job {self.name}.",
+                    f"{hint}Run `dl jobs {self.name}` to see its parameters.",
+                )
+            values[key] = spec[key].parse(raw)
+        return values
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "description": self.description,
+            "model": self.model,
+            "datamodule": self.datamodule,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "params": [p.to_json() for p in self.params.values()],
+            "trainer": [p.to_json() for p in self.trainer.values()],
+        }
+
+
+def load_job(path: Path) -> Job:
+    """Read and validate ``path/job.toml``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    toml_path = path / JOB_FILE
+    where = f"{toml_path}"
+    try:
+        doc = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JobError(f"{path} has no {JOB_FILE}.", "A trainjob folder needs one; see README, 'Add a trainjob'.")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise JobError(f"{where} is not valid TOML: {exc}.", "Fix the file and try again.") from exc
+
+    meta = doc.get("job", {})
+    for key in ("model", "datamodule"):
+        value = meta.get(key)
+        if not isinstance(value, str) or not re.match(r"^[\w.]+:[A-Za-z_]\w*$", value):
+            raise JobError(f"{where}: [job] {key} must be 'module:Class', got {value!r}.")
+    mode = meta.get("mode", "min")
+    if mode not in ("min", "max"):
+        raise JobError(f"{where}: [job] mode must be 'min' or 'max', got {mode!r}.")
+
+    params: dict[str, Param] = {}
+    for name, decl in doc.get("params", {}).items():
+        params[name] = _param_from_toml(where, name, decl)
+        if name in TRAINER_PARAMS:
+            raise JobError(f"{where}: parameter {name!r} clashes with the runtime's own trainer parameter.")
+    trainer: dict[str, Param] = dict(TRAINER_PARAMS)
+    for name, default in doc.get("trainer", {}).items():
+        if name not in TRAINER_PARAMS:
+            raise JobError(f"{where}: [trainer] {name!r} is not one of {', '.join(TRAINER_PARAMS)}.")
+        base = TRAINER_PARAMS[name]
+        try:
+            checked = base.check(_coerce(base, default))
+        except (ParamError, TypeError) as exc:
+            raise JobError(f"{where}: [trainer] {name}: {exc}") from None
+        trainer[name] = Param(base.name, base.type, checked, base.help, base.choices, base.min, base.max)
+
+    name = meta.get("name", path.name)
+    return Job(
+        name=name,
+        path=path,
+        description=meta.get("description", ""),
+        model=meta["model"],
+        datamodule=meta["datamodule"],
+        monitor=meta.get("monitor"),
+        mode=mode,
+        params=params,
+        trainer=trainer,
+    )
+
+
+def _coerce(param: Param, value: object) -> object:
+    if param.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {"int": int, "float": float, "str": str, "bool": bool, "batches": (int, float)}[param.type]
+    if not isinstance(value, expected) or (param.type != "bool" and isinstance(value, bool)):
+        raise TypeError(f"default {value!r} is not {_article(param.type)}")
+    return value
+
+
+def _param_from_toml(where: str, name: str, decl: object) -> Param:
+    if not _NAME.match(name):
+        raise JobError(f"{where}: parameter name {name!r} must be a Python identifier.")
+    if not isinstance(decl, dict) or "type" not in decl or "default" not in decl:
+        raise JobError(f"{where}: [params.{name}] needs a type and a default.")
+    type_name = decl["type"]
+    if type_name not in _TYPES:
+        raise JobError(f"{where}: [params.{name}] type must be one of {', '.join(sorted(_TYPES))}.")
+    choices = decl.get("choices")
+    param = Param(
+        name=name,
+        type=type_name,
+        default=None,
+        help=decl.get("help", ""),
+        choices=tuple(choices) if choices is not None else None,
+        min=decl.get("min"),
+        max=decl.get("max"),
+    )
+    try:
+        default = param.check(_coerce(param, decl["default"]))
+    except (ParamError, TypeError) as exc:
+        raise JobError(f"{where}: [params.{name}] {exc}") from None
+    return Param(name, type_name, default, param.help, param.choices, param.min, param.max)
+
+
+# -- finding jobs ---------------------------------------------------------------
+
+
+def job_roots(cwd: Path | None = None) -> list[Path]:
+    """Folders searched for jobs, first match wins.
+
+    1. every folder in ``DL_JOBS_PATH`` (os.pathsep-separated);
+    2. the nearest ``trainjobs/`` folder walking up from the current folder;
+    3. the ``trainjobs/`` folder of the dl checkout this package runs from.
+    """
+    roots: list[Path] = []
+    for entry in os.environ.get("DL_JOBS_PATH", "").split(os.pathsep):
+        if entry:
+            roots.append(Path(entry).expanduser().resolve())
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "trainjobs"
+        if candidate.is_dir():
+            roots.append(candidate)
+            break
+    bundled = Path(__file__).resolve().parent.parent / "trainjobs"
+    if bundled.is_dir():
+        roots.append(bundled)
+    unique: list[Path] = []
+    for root in roots:
+        if root not in unique:
+            unique.append(root)
+    return unique
+
+
+def list_jobs(cwd: Path | None = None) -> list[Job]:
+    seen: dict[str, Job] = {}
+    for root in job_roots(cwd):
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if (child / JOB_FILE).is_file():
+                job = load_job(child)
+                seen.setdefault(job.name, job)
+    return sorted(seen.values(), key=lambda j: j.name)
+
+
+def find_job(name_or_path: str, cwd: Path | None = None) -> Job:
+    """A job by name (searched in :func:`job_roots`) or by path to its folder."""
+    candidate = Path(name_or_path).expanduser()
+    if os.sep in name_or_path or name_or_path.startswith(".") or (candidate / JOB_FILE).is_file():
+        if (candidate / JOB_FILE).is_file():
+            return load_job(candidate.resolve())
+        raise JobError(f"{name_or_path} is not a trainjob folder (no {JOB_FILE}).", "Run `dl jobs` to list jobs.")
+    names: list[str] = []
+    for root in job_roots(cwd):
+        folder = root / name_or_path
+        if (folder / JOB_FILE).is_file():
+            return load_job(folder)
+        if root.is_dir():
+            names += [c.name for c in root.iterdir() if (c / JOB_FILE).is_file()]
+    close = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"Did you mean {close[0]!r}? " if close else ""
+    raise JobError(f"Unknown job {name_or_path!r}.", f"{hint}Run `dl jobs` to list jobs.")

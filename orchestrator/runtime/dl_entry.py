@@ -1,0 +1,358 @@
+"""dl runtime entry point: runs a trainjob under SageMaker's training-container contract.
+
+SageMaker's toolkit (or dl's local backend, which reproduces it) runs this file as
+``python dl_entry.py --key value ...`` from the extracted package. It reads the
+contract (``SM_*`` variables, ``/opt/ml`` folders), builds the job's
+LightningModule and LightningDataModule from ``dl_job.json``, and trains with:
+
+- accelerator auto (CUDA when present), devices = SM_NUM_GPUS, nodes = len(SM_HOSTS);
+- ModelCheckpoint into the checkpoint folder: ``last.ckpt`` plus ``best.ckpt`` by the job's
+  monitored metric, each written atomically (temporary file, then rename);
+- auto-resume from ``last.ckpt`` when it is there (a spot restart, ``dl resume``); a checkpoint
+  that does not load is named, set aside, and the previous good one is used;
+- per-epoch metrics in ``<SM_OUTPUT_DATA_DIR>/metrics.csv`` and one log line per epoch;
+- the final weights and hyperparameters in ``<SM_MODEL_DIR>/model.ckpt``;
+- SIGTERM (``dl stop``, SageMaker's StopTrainingJob): save ``last.ckpt``, exit 143;
+- on error: ``<output>/failure`` holds one line (type, message, where), exit 1.
+
+It depends on nothing from dl itself: only the standard library, torch and lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import io
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXIT_STOPPED = 143
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+# -- the contract ------------------------------------------------------------------
+
+
+class Contract:
+    """Where things are, read from the toolkit's environment (defaults: SageMaker's paths)."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+        self.model_dir = Path(environ.get("SM_MODEL_DIR", base / "model"))
+        self.output_dir = Path(environ.get("SM_OUTPUT_DIR", base / "output"))
+        self.output_data_dir = Path(environ.get("SM_OUTPUT_DATA_DIR", self.output_dir / "data"))
+        # CheckpointConfig.LocalPath; SageMaker names no variable for it.
+        self.checkpoint_dir = Path(environ.get("DL_CHECKPOINT_DIR", base / "checkpoints"))
+        self.hosts = json.loads(environ.get("SM_HOSTS", '["algo-1"]'))
+        self.num_gpus = int(environ.get("SM_NUM_GPUS", "0") or 0)
+        self.num_cpus = int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1)) or 1)
+        channels = json.loads(environ.get("SM_CHANNELS", "[]"))
+        self.data_dirs = {
+            name: environ.get(f"SM_CHANNEL_{name.upper()}", str(base / "input" / "data" / name))
+            for name in channels
+        }
+
+
+# -- hyperparameters ---------------------------------------------------------------
+
+
+def _convert(decl: dict):
+    kind = decl["type"]
+
+    def parse(text: str):
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "batches":
+            return float(text) if any(c in text for c in ".eE") else int(text)
+        if kind == "bool":
+            if text.lower() not in _TRUE | _FALSE:
+                raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+            return text.lower() in _TRUE
+        return text
+
+    parse.__name__ = kind
+    return parse
+
+
+def parse_hyperparameters(spec: dict, argv: list[str]) -> dict:
+    """Parse ``--key value`` pairs against the job's declarations; unknown keys are an error."""
+    parser = argparse.ArgumentParser(prog="dl_entry.py", description=f"dl trainjob {spec['name']}")
+    declared = {**spec["params"], **spec["trainer"]}
+    for name, decl in declared.items():
+        flag = f"--{name}" if len(name) > 1 else f"-{name}"
+        parser.add_argument(flag, dest=name, type=_convert(decl), default=decl["default"], help=decl.get("help"))
+    values = vars(parser.parse_args(argv))
+    for name, value in values.items():
+        choices = declared[name].get("choices")
+        if choices is not None and value not in choices:
+            parser.error(f"--{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return values
+
+
+# -- building the job ----------------------------------------------------------------
+
+
+def _load_class(ref: str):
+    import importlib
+
+    module_name, _, class_name = ref.partition(":")
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)
+
+
+def _accepted(cls, available: dict) -> dict:
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(available)
+    return {k: v for k, v in available.items() if k in params}
+
+
+def build(spec: dict, values: dict, contract: Contract):
+    """Instantiate the job's model and data module with the parameters each accepts."""
+    model_cls = _load_class(spec["model"])
+    data_cls = _load_class(spec["datamodule"])
+    job_values = {k: values[k] for k in spec["params"]}
+    model_kwargs = _accepted(model_cls, job_values)
+    data_kwargs = _accepted(
+        data_cls,
+        {**job_values, "data_dirs": contract.data_dirs, "num_workers": values["num_workers"], "seed": values["seed"]},
+    )
+    unused = set(job_values) - set(model_kwargs) - set(data_kwargs)
+    if unused:
+        raise TypeError(
+            f"job.toml declares {', '.join(sorted(unused))} but neither {spec['model']} nor "
+            f"{spec['datamodule']} accepts it as an __init__ argument"
+        )
+    return model_cls(**model_kwargs), data_cls(**data_kwargs)
+
+
+# -- checkpoints -----------------------------------------------------------------------
+
+
+def _checkpoint_loads(path: Path) -> str | None:
+    """None when ``path`` loads as a checkpoint, else the reason it does not."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # any failure means: do not resume from it
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+def resume_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The checkpoint to resume from: last.ckpt, else best.ckpt; unreadable ones are set aside."""
+    for name in ("last.ckpt", "best.ckpt"):
+        path = checkpoint_dir / name
+        if not path.is_file():
+            continue
+        problem = _checkpoint_loads(path)
+        if problem is None:
+            return path
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        os.replace(path, aside)
+        print(f"dl: checkpoint {path} does not load ({problem}); moved to {aside.name}", flush=True)
+    return None
+
+
+def _callbacks(spec: dict, contract: Contract):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    monitor = spec.get("monitor")
+    checkpoint = ModelCheckpoint(
+        dirpath=contract.checkpoint_dir,
+        filename="best",
+        monitor=monitor,
+        mode=spec.get("mode", "min"),
+        save_top_k=1 if monitor else 0,
+        save_last=True,
+        enable_version_counter=False,
+    )
+
+    class SaveOnStop(L.Callback):
+        """SIGTERM between two batches: write last.ckpt so that a resume continues from here."""
+
+        def on_exception(self, trainer, pl_module, exception):
+            if isinstance(exception, SIGTERMException):
+                path = contract.checkpoint_dir / "last.ckpt"
+                trainer.save_checkpoint(path)
+                print(f"dl: stop requested; saved {path.name} at step {trainer.global_step}", flush=True)
+
+    class EpochMetrics(L.Callback):
+        """One CSV row and one log line per epoch."""
+
+        def __init__(self) -> None:
+            self.path = contract.output_data_dir / "metrics.csv"
+            self.rows = _read_rows(self.path)
+            self.started = time.time()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.sanity_checking:
+                return
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+            row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+            self.rows = [r for r in self.rows if int(r["epoch"]) < trainer.current_epoch] + [row]
+            _write_rows(self.path, self.rows)
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+            took = time.time() - self.started
+            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({took:.1f}s)", flush=True)
+            self.started = time.time()
+
+    return checkpoint, [checkpoint, SaveOnStop(), EpochMetrics()]
+
+
+def _atomic_checkpoint_io():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Write to a temporary file in the same folder and rename: never a half-written checkpoint."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            import torch
+
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+
+    return AtomicCheckpointIO()
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    columns = ["epoch", "step"] + sorted({k for row in rows for k in row} - {"epoch", "step"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+# -- training ----------------------------------------------------------------------
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertising tip and a torch deprecation that say nothing about the job."""
+    import logging
+    import warnings
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
+def train(spec: dict, values: dict, contract: Contract) -> dict:
+    import lightning as L
+
+    _quiet_lightning()
+
+    L.seed_everything(values["seed"], workers=True, verbose=False)
+    model, data = build(spec, values, contract)
+    checkpoint, callbacks = _callbacks(spec, contract)
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=contract.num_gpus if contract.num_gpus > 0 else "auto",
+        num_nodes=max(1, len(contract.hosts)),
+        max_epochs=values["max_epochs"],
+        precision=values["precision"],
+        # 1.0 means all batches; passing it makes Lightning announce it, so pass only real limits.
+        limit_train_batches=None if values["limit_train_batches"] == 1.0 else values["limit_train_batches"],
+        limit_val_batches=None if values["limit_val_batches"] == 1.0 else values["limit_val_batches"],
+        fast_dev_run=values["fast_dev_run"],
+        callbacks=callbacks,
+        plugins=[_atomic_checkpoint_io()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(contract.output_data_dir),
+    )
+    resume = None if values["fast_dev_run"] else resume_checkpoint(contract.checkpoint_dir)
+    if resume is not None:
+        print(f"dl: resuming from {resume}", flush=True)
+    trainer.fit(model, datamodule=data, ckpt_path=str(resume) if resume else None)
+
+    final = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    summary = {
+        "final": final,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "monitor": spec.get("monitor"),
+        "best": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_checkpoint": Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None,
+    }
+    if trainer.is_global_zero:
+        contract.model_dir.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(contract.model_dir / "model.ckpt", weights_only=True)
+        described = {"job": spec["name"], "model": spec["model"], "params": values, "metrics": final}
+        (contract.model_dir / "dl_model.json").write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
+        contract.output_data_dir.mkdir(parents=True, exist_ok=True)
+        (contract.output_data_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _failure_line(exc: BaseException) -> str:
+    """'Type: message (file.py:line in function)' naming the innermost frame of the job's own code."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(str(HERE)):
+            where = f" ({Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+            break
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}{where}" if message else f"{type(exc).__name__}{where}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = json.loads((HERE / "dl_job.json").read_text())
+    values = parse_hyperparameters(spec, sys.argv[1:] if argv is None else argv)
+    contract = Contract(dict(os.environ))
+    try:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+    except ImportError as exc:
+        print(f"dl: lightning is not installed here ({exc}); add it to requirements.txt", file=sys.stderr)
+        return 1
+    try:
+        train(spec, values, contract)
+    except SIGTERMException:
+        print("dl: stopped", flush=True)
+        return EXIT_STOPPED
+    except Exception as exc:
+        line = _failure_line(exc)
+        contract.output_dir.mkdir(parents=True, exist_ok=True)
+        (contract.output_dir / "failure").write_text(line + "\n")
+        traceback.print_exc()
+        print(f"dl: training failed: {line}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Where dl keeps its state, and the few knobs that environment variables set.
+
+``DL_HOME`` relocates everything (database, packages, local runs). The default
+is the per-user data folder (``$XDG_DATA_HOME/dl`` or ``~/.local/share/dl``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MAX_PACKAGE_MB = 100.0
+
+
+def dl_home() -> Path:
+    explicit = os.environ.get("DL_HOME")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dl"
+
+
+def max_package_mb() -> float:
+    from orchestrator.errors import UsageError
+
+    raw = os.environ.get("DL_MAX_PACKAGE_MB", "")
+    if not raw:
+        return DEFAULT_MAX_PACKAGE_MB
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} is not a number.", "Set it to a size in MB, e.g. 200.")
+    if value <= 0:
+        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} must be positive.", "Set it to a size in MB, e.g. 200.")
+    return value
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("DL_DEBUG", "").lower() in {"1", "true", "yes"}

@@ -1,0 +1,361 @@
+"""Runs, kept in SQLite under DL_HOME.
+
+The database is plain data a later version can read: one row per run, JSON
+columns for maps, ``PRAGMA user_version`` as the schema version and an ordered
+list of migrations. WAL mode lets ``dl runs`` read while training processes
+write. Status changes go through one function per transition, and a run in a
+terminal state is never moved again by them (a late writer loses quietly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from orchestrator.errors import RunNotFound, StoreError
+
+
+class RunStatus(str, Enum):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    STOPPING = "Stopping"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @classmethod
+    def parse(cls, text: str) -> RunStatus:
+        for status in cls:
+            if status.value.lower() == text.lower():
+                return status
+        names = ", ".join(s.value for s in cls)
+        from orchestrator.errors import UsageError
+
+        raise UsageError(f"Unknown status {text!r}.", f"Use one of: {names}.")
+
+
+_TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED}
+TERMINAL_VALUES = tuple(s.value for s in _TERMINAL)
+
+_JSON_FIELDS = ("params", "metrics", "data", "backend_state")
+
+
+@dataclass
+class Run:
+    id: str
+    job: str
+    target: str
+    status: RunStatus
+    params: dict = field(default_factory=dict)
+    package_hash: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    failure_reason: str | None = None
+    metrics: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    job_dir: str | None = None
+    log_uri: str | None = None
+    checkpoint_uri: str | None = None
+    model_uri: str | None = None
+    output_uri: str | None = None
+    backend_state: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+    def to_json(self) -> dict:
+        """The stable, documented shape that `--json` prints."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["terminal"] = self.status.is_terminal
+        for key in ("created_at", "started_at", "ended_at"):
+            out[key] = _iso(out[key])
+        out["duration_s"] = round(self.duration, 3) if self.duration is not None else None
+        out["logs"] = out.pop("log_uri")
+        out["checkpoints"] = out.pop("checkpoint_uri")
+        out["model"] = out.pop("model_uri")
+        out["output"] = out.pop("output_uri")
+        out.pop("backend_state")
+        return out
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+_MIGRATIONS: list[str] = [
+    # 1: the runs table.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        job TEXT NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        package_hash TEXT,
+        git_commit TEXT,
+        git_dirty INTEGER,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        failure_reason TEXT,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        data TEXT NOT NULL DEFAULT '{}',
+        job_dir TEXT,
+        log_uri TEXT,
+        checkpoint_uri TEXT,
+        model_uri TEXT,
+        output_uri TEXT,
+        backend_state TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX runs_created ON runs (created_at DESC);
+    CREATE INDEX runs_job ON runs (job, created_at DESC);
+    CREATE INDEX runs_status ON runs (status);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = [
+    "id", "job", "target", "status", "params", "package_hash", "git_commit", "git_dirty",
+    "created_at", "started_at", "ended_at", "failure_reason", "metrics", "data", "job_dir",
+    "log_uri", "checkpoint_uri", "model_uri", "output_uri", "backend_state",
+]  # fmt: skip
+
+
+class Store:
+    """The run database. Opening it creates DL_HOME and migrates the schema."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / "dl.db"
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            probe = home / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(
+                f"DL_HOME {home} is not writable ({exc.strerror or exc}).",
+                "Set DL_HOME to a folder you can write to.",
+            ) from exc
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"The run database {self.path} cannot be opened ({exc}).",
+                "Move it aside to start a new one; it is never modified when it cannot be read.",
+            ) from exc
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"The run database {self.path} has schema {version}, newer than this dl ({SCHEMA_VERSION}).",
+                "Upgrade dl, or point DL_HOME elsewhere.",
+            )
+        for number in range(version, SCHEMA_VERSION):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run:
+        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            hint = "Run `dl runs` to list runs."
+            close = self._similar_ids(run_id)
+            if close:
+                hint = f"Did you mean {' or '.join(close)}? " + hint
+            raise RunNotFound(f"No run {run_id!r}.", hint)
+        return _row_to_run(row)
+
+    def _similar_ids(self, run_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM runs WHERE id LIKE ? ORDER BY created_at DESC LIMIT 3", (f"%{run_id}%",)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def list(
+        self,
+        *,
+        job: str | None = None,
+        status: RunStatus | None = None,
+        target: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        where, args = [], []
+        if job:
+            where.append("job = ?")
+            args.append(job)
+        if status:
+            where.append("status = ?")
+            args.append(status.value)
+        if target:
+            where.append("target = ?")
+            args.append(target)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_row_to_run(row) for row in self._db.execute(sql, args)]
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def exists(self, run_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+    # -- writing ---------------------------------------------------------------
+
+    def insert(self, run: Run) -> None:
+        values = _run_to_row(run)
+        try:
+            self._db.execute(
+                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
+            )
+        except sqlite3.IntegrityError as exc:
+            from orchestrator.errors import UsageError
+
+            raise UsageError(f"A run named {run.id!r} already exists.", "Pick another --name.") from exc
+
+    def insert_many(self, runs: Iterable[Run]) -> None:
+        """Bulk insert (imports, benchmarks) in one transaction."""
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            (_run_to_row(r) for r in runs),
+        )
+        self._db.execute("COMMIT")
+
+    def update(self, run_id: str, **fields) -> None:
+        """Set fields of a run; JSON fields take dicts. Unknown names are a programming error."""
+        sets, args = [], []
+        for key, value in fields.items():
+            if key not in _COLUMNS or key == "id":
+                raise ValueError(f"unknown run field {key}")
+            sets.append(f"{key} = ?")
+            args.append(_encode(key, value))
+        self._db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+
+    def merge_backend_state(self, run_id: str, **state) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute("SELECT backend_state FROM runs WHERE id = ?", (run_id,)).fetchone()
+            current = json.loads(row[0]) if row else {}
+            current.update(state)
+            self._db.execute("UPDATE runs SET backend_state = ? WHERE id = ?", (json.dumps(current), run_id))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # -- transitions: each returns True when it changed the run ------------------
+
+    def mark_in_progress(self, run_id: str, *, started_at: float | None = None) -> bool:
+        return self._transition(
+            run_id,
+            RunStatus.IN_PROGRESS,
+            allowed_from=(RunStatus.PENDING,),
+            started_at=started_at or time.time(),
+        )
+
+    def mark_stopping(self, run_id: str) -> bool:
+        return self._transition(
+            run_id, RunStatus.STOPPING, allowed_from=(RunStatus.PENDING, RunStatus.IN_PROGRESS)
+        )
+
+    def mark_finished(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        failure_reason: str | None = None,
+        metrics: dict | None = None,
+        ended_at: float | None = None,
+    ) -> bool:
+        if not status.is_terminal:
+            raise ValueError(f"{status} is not terminal")
+        fields: dict = {"ended_at": ended_at or time.time(), "failure_reason": failure_reason}
+        if metrics is not None:
+            fields["metrics"] = metrics
+        return self._transition(
+            run_id,
+            status,
+            allowed_from=(RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.STOPPING),
+            **fields,
+        )
+
+    def _transition(self, run_id: str, status: RunStatus, *, allowed_from, **fields) -> bool:
+        sets = ["status = ?"] + [f"{k} = ?" for k in fields]
+        args = [status.value] + [_encode(k, v) for k, v in fields.items()]
+        placeholders = ", ".join("?" * len(allowed_from))
+        cur = self._db.execute(
+            f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND status IN ({placeholders})",
+            (*args, run_id, *(s.value for s in allowed_from)),
+        )
+        return cur.rowcount == 1
+
+
+def _encode(key: str, value):
+    if key in _JSON_FIELDS:
+        return json.dumps(value or {}, sort_keys=True)
+    if key == "status" and isinstance(value, RunStatus):
+        return value.value
+    if key == "git_dirty" and value is not None:
+        return int(value)
+    return value
+
+
+def _run_to_row(run: Run) -> tuple:
+    return tuple(_encode(name, getattr(run, name)) for name in _COLUMNS)
+
+
+def _row_to_run(row: tuple) -> Run:
+    values = dict(zip(_COLUMNS, row))
+    for key in _JSON_FIELDS:
+        values[key] = json.loads(values[key] or "{}")
+    values["status"] = RunStatus(values["status"])
+    if values["git_dirty"] is not None:
+        values["git_dirty"] = bool(values["git_dirty"])
+    return Run(**values)
+
+
+def open_store() -> Store:
+    from orchestrator.settings import dl_home
+
+    return Store(dl_home())
