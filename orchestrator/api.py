@@ -62,9 +62,7 @@ def _valid_run_name(name: str) -> str:
 def git_info(path: Path) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the git repository holding ``path``; (None, None) outside one."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None, None
         status = subprocess.run(

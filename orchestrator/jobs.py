@@ -150,17 +150,14 @@ class Job:
 
 def load_job(path: Path) -> Job:
     """Read and validate ``path/job.toml``."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
 
     toml_path = path / JOB_FILE
     where = f"{toml_path}"
     try:
         doc = tomllib.loads(toml_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise JobError(f"{path} has no {JOB_FILE}.", "A trainjob folder needs one; see README, 'Add a trainjob'.")
+        raise JobError(f"{path} has no {JOB_FILE}.", "A trainjob folder needs one; see README, 'Add a trainjob'.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise JobError(f"{where} is not valid TOML: {exc}.", "Fix the file and try again.") from exc
 

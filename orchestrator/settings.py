@@ -29,7 +29,7 @@ def max_package_mb() -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} is not a number.", "Set it to a size in MB, e.g. 200.")
+        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} is not a number.", "Set it to a size in MB, e.g. 200.") from None
     if value <= 0:
         raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} must be positive.", "Set it to a size in MB, e.g. 200.")
     return value

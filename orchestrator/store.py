@@ -15,13 +15,13 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from orchestrator.errors import RunNotFound, StoreError
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     PENDING = "Pending"
     IN_PROGRESS = "InProgress"
     STOPPING = "Stopping"
@@ -295,9 +295,7 @@ class Store:
         )
 
     def mark_stopping(self, run_id: str) -> bool:
-        return self._transition(
-            run_id, RunStatus.STOPPING, allowed_from=(RunStatus.PENDING, RunStatus.IN_PROGRESS)
-        )
+        return self._transition(run_id, RunStatus.STOPPING, allowed_from=(RunStatus.PENDING, RunStatus.IN_PROGRESS))
 
     def mark_finished(
         self,

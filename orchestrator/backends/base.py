@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from orchestrator.store import Run, Store
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     STOP = "stop"
     FOLLOW_LOGS = "follow_logs"
     PULL = "pull"

@@ -7,6 +7,7 @@ traceback only with --debug or DL_DEBUG=1.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -30,6 +31,9 @@ class _Group(TyperGroup):
             raise
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `dl runs | head`: the reader left; say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as exc:  # a bug or an environment problem we did not foresee
             text = str(exc).splitlines()[0] if str(exc) else ""
             _report(ctx, f"Unexpected error: {type(exc).__name__}: {text}", "Rerun with --debug for details.", 1)

@@ -14,12 +14,16 @@ from orchestrator.errors import UsageError
 
 @app.command(no_args_is_help=True)
 def launch(
-    job: str = typer.Argument(..., help="Job name (see `dl jobs`) or path to a job folder."),
+    job: str = typer.Argument(..., metavar="JOB", help="Job name (see `dl jobs`) or path to a job folder."),
     local: bool = typer.Option(False, "--local", help="Run on this machine (the default target)."),
-    target: str = typer.Option(None, "--target", help="Where to run: local.", envvar="DL_TARGET"),
-    set_: list[str] = typer.Option(None, "--set", "-s", help="Hyperparameter KEY=VALUE; repeatable."),
-    data: list[str] = typer.Option(None, "--data", "-d", help="Data channel CHANNEL=PATH; repeatable."),
-    name: str = typer.Option(None, "--name", help="Run id to use instead of a generated one."),
+    target: str = typer.Option(None, "--target", metavar="TARGET", help="Where to run: local.", envvar="DL_TARGET"),
+    set_: list[str] = typer.Option(
+        None, "--set", "-s", metavar="KEY=VALUE", help="Hyperparameter KEY=VALUE; repeatable."
+    ),
+    data: list[str] = typer.Option(
+        None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel CHANNEL=PATH; repeatable."
+    ),
+    name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
     detach: bool = typer.Option(False, "--detach", help="Return at once with the run id (the default)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and smoke-test the code; start nothing."),
@@ -50,7 +54,9 @@ def launch(
         return
     plan = api.plan(job, target=chosen, overrides=overrides, data=channels)
     if plan.package.secrets:
-        typer.secho(f"Left out of the package (likely secrets): {', '.join(plan.package.secrets)}", fg="yellow", err=True)
+        typer.secho(
+            f"Left out of the package (likely secrets): {', '.join(plan.package.secrets)}", fg="yellow", err=True
+        )
     run = api.start(plan, name=name)
     if as_json and not follow:
         render.print_json(run.to_json())
@@ -152,6 +158,8 @@ def _print_plan(plan: api.Plan) -> None:
     else:
         typer.echo("  (no channels: the job uses its built-in default data)")
     gpus = plan.resources.get("gpus") or 0
-    typer.echo(f"\nResources this machine: {plan.resources.get('cpus')} CPUs, {gpus or 'no'} GPU{'s' if gpus != 1 else ''}")
+    typer.echo(
+        f"\nResources this machine: {plan.resources.get('cpus')} CPUs, {gpus or 'no'} GPU{'s' if gpus != 1 else ''}"
+    )
     typer.echo(f"Outputs   {plan.outputs}/{{model,checkpoints,output}}")
     typer.echo("Cost      $0.00 (local)")

@@ -55,8 +55,7 @@ class Contract:
         self.num_cpus = int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1)) or 1)
         channels = json.loads(environ.get("SM_CHANNELS", "[]"))
         self.data_dirs = {
-            name: environ.get(f"SM_CHANNEL_{name.upper()}", str(base / "input" / "data" / name))
-            for name in channels
+            name: environ.get(f"SM_CHANNEL_{name.upper()}", str(base / "input" / "data" / name)) for name in channels
         }
 
 
@@ -202,7 +201,9 @@ def _callbacks(spec: dict, contract: Contract):
         def on_train_epoch_end(self, trainer, pl_module):
             if trainer.sanity_checking:
                 return
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+            metrics = {
+                k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1
+            }
             row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
             self.rows = [r for r in self.rows if int(r["epoch"]) < trainer.current_epoch] + [row]
             _write_rows(self.path, self.rows)
@@ -270,6 +271,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
+def _limit(value: int | float) -> int | float | None:
+    """Lightning's batch limit: an int counts batches, a float is a fraction; 1.0 (all) passes as None."""
+    return None if isinstance(value, float) and value == 1.0 else value
+
+
 def train(spec: dict, values: dict, contract: Contract) -> dict:
     import lightning as L
 
@@ -285,8 +291,8 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
         max_epochs=values["max_epochs"],
         precision=values["precision"],
         # 1.0 means all batches; passing it makes Lightning announce it, so pass only real limits.
-        limit_train_batches=None if values["limit_train_batches"] == 1.0 else values["limit_train_batches"],
-        limit_val_batches=None if values["limit_val_batches"] == 1.0 else values["limit_val_batches"],
+        limit_train_batches=_limit(values["limit_train_batches"]),
+        limit_val_batches=_limit(values["limit_val_batches"]),
         fast_dev_run=values["fast_dev_run"],
         callbacks=callbacks,
         plugins=[_atomic_checkpoint_io()],

@@ -95,7 +95,9 @@ def check_requirements(spec: LaunchSpec) -> None:
 def check_data(data: dict[str, str]) -> None:
     for name, path in data.items():
         if not name or any(c not in _CHANNEL_NAME_OK for c in name):
-            raise UsageError(f"Bad channel name {name!r}.", "Use letters, digits, '-', '_' or '.', e.g. --data train=PATH.")
+            raise UsageError(
+                f"Bad channel name {name!r}.", "Use letters, digits, '-', '_' or '.', e.g. --data train=PATH."
+            )
         if "://" in path:
             raise UsageError(
                 f"Channel {name} points at {path}; the local target reads local folders only.",
@@ -144,8 +146,10 @@ class LocalBackend:
         if process.alive(pid, run.backend_state.get("pid_start")):
             return run
         status = RunStatus.STOPPED if run.backend_state.get("stop_requested") else RunStatus.FAILED
-        reason = None if status is RunStatus.STOPPED else (
-            "The run's process ended without recording an outcome (killed, or the machine restarted)."
+        reason = (
+            None
+            if status is RunStatus.STOPPED
+            else ("The run's process ended without recording an outcome (killed, or the machine restarted).")
         )
         store.mark_finished(run.id, status, failure_reason=reason)
         return store.get(run.id)

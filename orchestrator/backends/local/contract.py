@@ -243,3 +243,8 @@ def _write_json(path: Path, data: object) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
+LOCAL_MASTER_ADDR = "127.0.0.1"
+TOOLKIT_FAILURE_EXIT_CODE = 1
+def report_outcome(*a): return 1
+def validate_program(n): return n
