@@ -157,7 +157,9 @@ def load_job(path: Path) -> Job:
     try:
         doc = tomllib.loads(toml_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise JobError(f"{path} has no {JOB_FILE}.", "A trainjob folder needs one; see README, 'Add a trainjob'.") from None
+        raise JobError(
+            f"{path} has no {JOB_FILE}.", "A trainjob folder needs one; see README, 'Add a trainjob'."
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise JobError(f"{where} is not valid TOML: {exc}.", "Fix the file and try again.") from exc
 
