@@ -17,10 +17,9 @@ def jobs(
 
     Jobs are folders with a job.toml, found in DL_JOBS_PATH, the nearest trainjobs/ folder, and dl's own.
 
+    \b
     [bold]Examples[/bold]
-
       dl jobs
-
       dl jobs mnist
     """
     found = [find_job(name)] if name else list_jobs()

@@ -34,18 +34,17 @@ def launch(
 
     Detached by default: prints the run id and returns; the run survives this terminal.
 
+    \b
     [bold]Examples[/bold]
-
       dl launch mnist --local --follow
-
       dl launch mnist --set lr=0.001 --set max_epochs=5
-
       dl launch mnist --data train=./mnist-idx/ --name digits-v2
-
       dl launch ./my_job --dry-run
     """
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
+    if local and target and target != "local":
+        raise UsageError(f"--local and --target {target} contradict each other.", "Pick one.")
     chosen = "local" if local else (target or api.DEFAULT_TARGET)
     overrides = api.parse_assignments(set_, "--set")
     channels = api.parse_assignments(data, "--data")

@@ -21,12 +21,10 @@ def runs(
 ) -> None:
     """List runs, newest first.
 
+    \b
     [bold]Examples[/bold]
-
       dl runs
-
       dl runs --job mnist --status Completed -n 5
-
       dl runs --json | jq '.[0].metrics'
     """
     found = api.list_runs(job=job, status=status, target=target, limit=limit or None)
@@ -45,10 +43,9 @@ def show(
 ) -> None:
     """Show one run: status, parameters, metrics, and where its logs, checkpoints and model are.
 
+    \b
     [bold]Examples[/bold]
-
       dl show mnist-20261125-1930-a1b2
-
       dl show mnist-20261125-1930-a1b2 --json
     """
     run = api.show(run_id)
@@ -101,10 +98,9 @@ def logs(
 ) -> None:
     """Print a run's log (the training program's output).
 
+    \b
     [bold]Examples[/bold]
-
       dl logs mnist-20261125-1930-a1b2
-
       dl logs mnist-20261125-1930-a1b2 --follow
     """
     try:
@@ -123,8 +119,8 @@ def stop(
 
     After --grace seconds the run's processes are killed. Stopping a finished run does nothing.
 
+    \b
     [bold]Examples[/bold]
-
       dl stop mnist-20261125-1930-a1b2
     """
     before = api.show(run_id)
@@ -148,10 +144,9 @@ def pull(
     The model (model.ckpt: final weights and hyperparameters) always comes along; pulled
     checkpoints load with the job's LightningModule.load_from_checkpoint.
 
+    \b
     [bold]Examples[/bold]
-
       dl pull mnist-20261125-1930-a1b2
-
       dl pull mnist-20261125-1930-a1b2 --last --to ./ckpts
     """
     if sum((best, last, all_)) > 1:
