@@ -15,7 +15,7 @@ def hello(name: str = typer.Argument("world", help="Who to greet.")) -> None:
 
 
 @app.command()
-def goodbye(name: str = typer.Argument("world"), formal: bool = typer.Option(False, help="Be formal.")) -> None:
+def goodbye(name: str = typer.Argument("world"), formal: bool = typer.Option(False, help="Formal.")) -> None:
     """Say goodbye."""
     typer.echo(f"{'Farewell' if formal else 'Bye'} {name}")
 

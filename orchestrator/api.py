@@ -11,20 +11,21 @@ boto3 unless the work needs it.
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import settings
 from orchestrator.backends import Capability, LaunchSpec, get_backend
 from orchestrator.backends.base import Artifact
 from orchestrator.errors import ArtifactError, BackendError, UsageError
 from orchestrator.jobs import Job, find_job
-from orchestrator.packaging import Package, build_package
 from orchestrator.store import Run, RunStatus, Store, open_store
+
+if TYPE_CHECKING:
+    from orchestrator.packaging import Package
 
 DEFAULT_TARGET = "local"
 
@@ -42,6 +43,8 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
 
 def new_run_id(job_name: str, now: float | None = None) -> str:
     """``mnist-20261125-1930-a1b2``: readable, sortable, and a valid SageMaker job name (≤63)."""
+    import secrets
+
     slug = "".join(c if c.isalnum() else "-" for c in job_name.lower()).strip("-") or "run"
     stamp = time.strftime("%Y%m%d-%H%M", time.gmtime(now or time.time()))
     suffix = secrets.token_hex(2)
@@ -61,6 +64,8 @@ def _valid_run_name(name: str) -> str:
 
 def git_info(path: Path) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the git repository holding ``path``; (None, None) outside one."""
+    import subprocess
+
     try:
         head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
@@ -97,6 +102,8 @@ def plan(
     data: dict[str, str] | None = None,
 ) -> Plan:
     """Validate everything and build the package; starts nothing."""
+    from orchestrator.packaging import build_package
+
     job = find_job(job_name)
     params = job.resolve(overrides)
     backend = get_backend(target)

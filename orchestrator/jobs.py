@@ -9,6 +9,7 @@ cost nothing, and the same declarations drive the runtime's argument parser.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -40,14 +41,18 @@ class Param:
                 value: object = int(text)
             elif self.type == "float":
                 value = float(text)
+                if not math.isfinite(value):
+                    raise ValueError(text)
             elif self.type == "batches":
                 value = float(text) if any(c in text for c in ".eE") else int(text)
+                if isinstance(value, float) and not 0.0 <= value <= 1.0:
+                    raise ValueError(text)
             elif self.type == "bool":
                 if text.lower() not in _TRUE | _FALSE:
                     raise ValueError(text)
                 value = text.lower() in _TRUE
             else:
-                value = raw
+                value = text
         except ValueError:
             raise ParamError(
                 f"Parameter {self.name} expects {_article(self.type)}, got {raw!r}.",
@@ -81,7 +86,7 @@ def _article(type_name: str) -> str:
         "int": "an integer",
         "float": "a number",
         "bool": "true or false",
-        "batches": "a batch count (int) or a fraction (float)",
+        "batches": "a batch count (int) or a fraction between 0.0 and 1.0",
     }.get(type_name, "a string")
 
 
@@ -163,6 +168,9 @@ def load_job(path: Path) -> Job:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise JobError(f"{where} is not valid TOML: {exc}.", "Fix the file and try again.") from exc
 
+    for table in ("job", "params", "trainer"):
+        if not isinstance(doc.get(table, {}), dict):
+            raise JobError(f"{where}: [{table}] must be a table.", "See README, 'Add a trainjob'.")
     meta = doc.get("job", {})
     for key in ("model", "datamodule"):
         value = meta.get(key)
@@ -266,14 +274,22 @@ def job_roots(cwd: Path | None = None) -> list[Path]:
     return unique
 
 
-def list_jobs(cwd: Path | None = None) -> list[Job]:
+def list_jobs(cwd: Path | None = None, problems: list[JobError] | None = None) -> list[Job]:
+    """Every job found, by name (first root wins). Broken job.toml files go to ``problems``
+    when given (so that one broken job does not hide the others), else they raise."""
     seen: dict[str, Job] = {}
     for root in job_roots(cwd):
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
             if (child / JOB_FILE).is_file():
-                job = load_job(child)
+                try:
+                    job = load_job(child)
+                except JobError as exc:
+                    if problems is None:
+                        raise
+                    problems.append(exc)
+                    continue
                 seen.setdefault(job.name, job)
     return sorted(seen.values(), key=lambda j: j.name)
 
@@ -285,13 +301,15 @@ def find_job(name_or_path: str, cwd: Path | None = None) -> Job:
         if (candidate / JOB_FILE).is_file():
             return load_job(candidate.resolve())
         raise JobError(f"{name_or_path} is not a trainjob folder (no {JOB_FILE}).", "Run `dl jobs` to list jobs.")
-    names: list[str] = []
     for root in job_roots(cwd):
         folder = root / name_or_path
         if (folder / JOB_FILE).is_file():
             return load_job(folder)
-        if root.is_dir():
-            names += [c.name for c in root.iterdir() if (c / JOB_FILE).is_file()]
-    close = difflib.get_close_matches(name_or_path, names, n=1)
+    # A job may declare a name other than its folder's ([job] name).
+    jobs = list_jobs(cwd, problems=[])
+    for job in jobs:
+        if job.name == name_or_path:
+            return job
+    close = difflib.get_close_matches(name_or_path, [j.name for j in jobs], n=1)
     hint = f"Did you mean {close[0]!r}? " if close else ""
     raise JobError(f"Unknown job {name_or_path!r}.", f"{hint}Run `dl jobs` to list jobs.")

@@ -92,12 +92,13 @@ class _Ignores:
         self.root = root
         self.specs: list[tuple[Path, object]] = []
         ancestors = []
-        for folder in root.parents:
-            ancestors.append(folder)
-            if (folder / ".git").exists():
-                break
-        else:
-            ancestors = []
+        if not (root / ".git").exists():  # a job that is its own repository has no outer rules
+            for folder in root.parents:
+                ancestors.append(folder)
+                if (folder / ".git").exists():
+                    break
+            else:
+                ancestors = []
         for folder in reversed(ancestors):
             self._load(folder)
 
@@ -154,11 +155,16 @@ def _collect(job_dir: Path) -> tuple[list[tuple[str, Path]], list[str], list[str
                 secrets.append(rel)
             elif any(fnmatch.fnmatch(name, p) for p in _SKIP_FILES) or ignores.ignored(path, is_dir=False):
                 excluded.append(rel)
-            elif not path.is_file():
-                excluded.append(rel)
+            elif not path.is_file() or (path.is_symlink() and not _inside(path, job_dir)):
+                excluded.append(rel)  # not a regular file, or a link out of the job (it may hold anything)
             else:
                 keep.append((rel, path))
     return keep, excluded, secrets
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    target = path.resolve()
+    return folder.resolve() in target.parents
 
 
 def _merge_requirements(job_dir: Path) -> bytes:

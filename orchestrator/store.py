@@ -156,26 +156,37 @@ class Store:
                 f"DL_HOME {home} is not writable ({exc.strerror or exc}).",
                 "Set DL_HOME to a folder you can write to.",
             ) from exc
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._check_version(self._db.execute("PRAGMA user_version").fetchone()[0])
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except BaseException as exc:
+            self._db.close()
+            if not isinstance(exc, sqlite3.DatabaseError):
+                raise
             raise StoreError(
                 f"The run database {self.path} cannot be opened ({exc}).",
                 "Move it aside to start a new one; it is never modified when it cannot be read.",
             ) from exc
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"The run database {self.path} has schema {version}, newer than this dl ({SCHEMA_VERSION}).",
                 "Upgrade dl, or point DL_HOME elsewhere.",
             )
-        for number in range(version, SCHEMA_VERSION):
+
+    def _migrate(self) -> None:
+        while True:
             self._db.execute("BEGIN IMMEDIATE")
+            # Read under the write lock: two processes opening a new DL_HOME migrate once.
+            number = self._db.execute("PRAGMA user_version").fetchone()[0]
+            self._check_version(number)
+            if number >= SCHEMA_VERSION:
+                self._db.execute("COMMIT")
+                return
             try:
                 for statement in _MIGRATIONS[number].split(";"):
                     if statement.strip():
@@ -203,7 +214,7 @@ class Store:
 
     def _similar_ids(self, run_id: str) -> list[str]:
         rows = self._db.execute(
-            "SELECT id FROM runs WHERE id LIKE ? ORDER BY created_at DESC LIMIT 3", (f"%{run_id}%",)
+            "SELECT id FROM runs WHERE instr(id, ?) > 0 ORDER BY created_at DESC LIMIT 3", (run_id,)
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -254,12 +265,21 @@ class Store:
             raise UsageError(f"A run named {run.id!r} already exists.", "Pick another --name.") from exc
 
     def insert_many(self, runs: Iterable[Run]) -> None:
-        """Bulk insert (imports, benchmarks) in one transaction."""
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-            (_run_to_row(r) for r in runs),
-        )
+        """Bulk insert (imports, benchmarks) in one transaction: all runs or none."""
+        from orchestrator.errors import UsageError
+
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                (_run_to_row(r) for r in runs),
+            )
+        except sqlite3.IntegrityError as exc:
+            self._db.execute("ROLLBACK")
+            raise UsageError(f"A run among these already exists ({exc}).", "Nothing was imported.") from exc
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
 
     def update(self, run_id: str, **fields) -> None:

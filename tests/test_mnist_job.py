@@ -199,9 +199,7 @@ def test_short_fit_on_28x28(tmp_path):
     write_mnist(tmp_path, "t10k", 50, seed=7)
     L.seed_everything(0)
     model = DigitCNN(channels=8)
-    trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=False
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_checkpointing=False)
     trainer.fit(model, DigitsDataModule(batch_size=16, data_dirs={"train": str(tmp_path)}))
     assert trainer.global_step == 2
     assert {"train_loss", "val_loss", "val_acc"} <= set(trainer.callback_metrics)

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -39,7 +40,10 @@ JSON_VARS = {
     "SM_CURRENT_INSTANCE_GROUP_HOSTS", "SM_DISTRIBUTION_INSTANCE_GROUPS", "SM_IS_HETERO", "SM_NUM_CPUS",
     "SM_NUM_GPUS", "SM_NUM_NEURONS", "SM_LOG_LEVEL",
 }  # fmt: skip
-HYPERPARAMETERS = {"lr": 0.002, "batch_size": 64, "fast_dev_run": True, "precision": "32-true", "name": "my exp", "k": 3}
+# ints, a float, a bool, strings (one with a space) and a one-letter key (``-k``)
+HYPERPARAMETERS = {
+    "lr": 0.002, "batch_size": 64, "fast_dev_run": True, "precision": "32-true", "name": "my exp", "k": 3,
+}  # fmt: skip
 
 PROBE = f"""\
 import json, os, sys
@@ -51,7 +55,7 @@ seen = {{
     "cmdline": [a.decode() for a in open("/proc/self/cmdline", "rb").read().split(b"\\0")[:-1]],
 }}
 if os.environ.get("RANK", "0") == "0":
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe-seen.json"), "w") as f:
+    with open(os.environ["PROBE_OUT"], "w") as f:
         json.dump(seen, f)
 """
 
@@ -75,10 +79,12 @@ def toolkit_launcher() -> tuple[list[str], str]:
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
+    home, tmp = tmp_path / "home", tmp_path / "tmp"  # torchrun leaves its scratch folders in TMPDIR
     home.mkdir(exist_ok=True)
+    tmp.mkdir(exist_ok=True)
     # The venv's bin first: the toolkit finds `torchrun` on PATH, as in the image.
-    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(home)}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {"PATH": path, "HOME": str(home), "TMPDIR": str(tmp)}
 
 
 def make_spec(tmp_path: Path, hyperparameters: dict, program: str = "probe.py") -> contract.ContainerSpec:
@@ -107,45 +113,79 @@ def prepare(tmp_path: Path, spec: contract.ContainerSpec, source: str = PROBE) -
     return base
 
 
-def run_toolkit(tmp_path: Path, base: Path) -> subprocess.CompletedProcess:
+def start_toolkit(tmp_path: Path, base: Path) -> subprocess.Popen:
+    """AWS's toolkit as SageMaker starts it, with a clean environment."""
     launcher, _ = toolkit_launcher()
     env = {
         **base_env(tmp_path),
+        "PROBE_OUT": str(tmp_path / "seen-by-toolkit.json"),
         "SAGEMAKER_BASE_DIR": str(base),
         "SM_STUDIO_LOCAL_MODE": "true",  # skip waiting for the host algo-1 to resolve
         "TRAINING_JOB_NAME": JOB,
         "SAGEMAKER_TRAINING_MODULE": contract.FRAMEWORK_MODULE,
     }
-    return subprocess.run(launcher, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    return subprocess.Popen(launcher, env=env, cwd=tmp_path, stdout=PIPE, stderr=PIPE, text=True)
+
+
+def start_ours(tmp_path: Path, base: Path, spec: contract.ContainerSpec) -> subprocess.Popen:
+    """The program as dl's local backend starts it: contract.command from code/ with training_env."""
+    _, python = toolkit_launcher()
+    env = {**base_env(tmp_path), "PROBE_OUT": str(tmp_path / "seen-by-ours.json"), **contract.training_env(base, spec)}
+    return subprocess.Popen(
+        contract.command(python, spec), cwd=base / "code", env=env, stdout=PIPE, stderr=PIPE, text=True
+    )
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def run_toolkit(tmp_path: Path, base: Path) -> subprocess.CompletedProcess:
+    return finish(start_toolkit(tmp_path, base))
 
 
 def run_ours(tmp_path: Path, base: Path, spec: contract.ContainerSpec) -> subprocess.CompletedProcess:
-    _, python = toolkit_launcher()
-    return subprocess.run(
-        contract.command(python, spec),
-        cwd=base / "code",
-        env={**base_env(tmp_path), **contract.training_env(base, spec)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return finish(start_ours(tmp_path, base, spec))
+
+
+def run_both(
+    tmp_path: Path, base: Path, spec: contract.ContainerSpec
+) -> tuple[dict, dict, subprocess.CompletedProcess]:
+    """Both launches of the probe, side by side (they only read the run folder): what each saw."""
+    toolkit, ours = start_toolkit(tmp_path, base), start_ours(tmp_path, base, spec)
+    tk, mine = finish(toolkit), finish(ours)
+    return take_seen(tmp_path, tk, "toolkit"), take_seen(tmp_path, mine, "ours"), tk
 
 
 def tail(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
 
 
-def take_seen(base: Path, proc: subprocess.CompletedProcess, who: str) -> dict:
-    out = base / "code" / "probe-seen.json"
+def take_seen(tmp_path: Path, proc: subprocess.CompletedProcess, who: str) -> dict:
+    out = tmp_path / f"seen-by-{who}.json"
     assert proc.returncode == 0 and out.is_file(), f"{who} did not run the probe:\n{tail(proc)}"
-    seen = json.loads(out.read_text())
-    out.unlink()
-    return seen
+    return json.loads(out.read_text())
 
 
 def split_env(seen: dict) -> tuple[dict, dict]:
     env = seen["env"]
     return {k: v for k, v in env.items() if k.startswith("SM_")}, {k: v for k, v in env.items() if k in OTHERS}
+
+
+def differences(toolkit: object, ours: object, path: str = "") -> list[str]:
+    """Where two parsed values differ, down to the key (e.g. SM_TRAINING_ENV.distribution_hosts)."""
+    if isinstance(toolkit, dict) and isinstance(ours, dict):
+        return [
+            line
+            for key in sorted(set(toolkit) | set(ours), key=str)
+            for line in differences(toolkit.get(key, "<absent>"), ours.get(key, "<absent>"), f"{path}.{key}")
+        ]
+    return [] if toolkit == ours else [f"{path.lstrip('.')}: toolkit {toolkit!r} != ours {ours!r}"]
 
 
 def assert_same_sm(toolkit_sm: dict, ours_sm: dict, log: str) -> None:
@@ -158,20 +198,18 @@ def assert_same_sm(toolkit_sm: dict, ours_sm: dict, log: str) -> None:
     def parsed(env):
         return {k: json.loads(v) if k in JSON_VARS else v for k, v in env.items()}
 
-    assert parsed(ours_sm) == parsed(toolkit_sm), log
+    theirs, mine = parsed(toolkit_sm), parsed(ours_sm)
+    assert mine == theirs, "\n".join(differences(theirs, mine)) + f"\n\ntoolkit log:\n{log}"
     assert ours_sm == toolkit_sm, "same values, different JSON text"
 
 
 def test_environment_argv_and_cwd_match_toolkit(tmp_path):
     spec = make_spec(tmp_path, HYPERPARAMETERS)
     base = prepare(tmp_path, spec)
-    tk = run_toolkit(tmp_path, base)
-    toolkit = take_seen(base, tk, "the toolkit")
+    toolkit, ours, tk = run_both(tmp_path, base, spec)
     success = base / "output" / "success"
     assert tk.returncode == 0 and success.is_file() and success.read_text() == "", tail(tk)
     success.unlink()
-    mine = run_ours(tmp_path, base, spec)
-    ours = take_seen(base, mine, "dl's contract")
 
     toolkit_sm, toolkit_other = split_env(toolkit)
     ours_sm, ours_other = split_env(ours)
@@ -215,11 +253,8 @@ def test_torchrun_launch_matches_toolkit(tmp_path):
     hps = {"lr": 0.1, "epochs": 2, contract.TORCH_DISTRIBUTED: True}
     spec = make_spec(tmp_path, hps)
     base = prepare(tmp_path, spec)
-    tk = run_toolkit(tmp_path, base)
-    toolkit = take_seen(base, tk, "the toolkit")
+    toolkit, ours, tk = run_both(tmp_path, base, spec)
     assert "torchrun" in tk.stdout + tk.stderr, tail(tk)
-    mine = run_ours(tmp_path, base, spec)
-    ours = take_seen(base, mine, "dl's contract")
 
     toolkit_sm, toolkit_other = split_env(toolkit)
     ours_sm, ours_other = split_env(ours)
@@ -234,7 +269,8 @@ def test_torchrun_launch_matches_toolkit(tmp_path):
     assert "NCCL_SOCKET_IFNAME" not in ours_other
     assert toolkit_other.pop("PYTHONPATH").split(os.pathsep)[0] == ours_other.pop("PYTHONPATH").split(os.pathsep)[0]
     assert ours_other == toolkit_other
-    assert ours_other["RANK"] == "0" and ours_other["WORLD_SIZE"] == "1" and ours_other["NCCL_PROTO"] == "simple"
+    workers = str(contract.detect_gpus() or 1)  # one per GPU, else one
+    assert ours_other["RANK"] == "0" and ours_other["WORLD_SIZE"] == workers and ours_other["NCCL_PROTO"] == "simple"
 
     # The framework setting is not an argument of the program.
     assert ours["argv"] == toolkit["argv"] == ["probe.py", "--epochs", "2", "--lr", "0.1"]
@@ -298,7 +334,7 @@ def test_failure_report_matches_toolkit(tmp_path, case):
 
 
 def test_entry_point_name_rules_match_toolkit(tmp_path):
-    launcher, python = toolkit_launcher()
+    _, python = toolkit_launcher()
     names = ["train.py", "sub/train.py", "a+b-c_d.py", ".hidden.py", "", "-x.py", "/abs.py", "../up.py",
              "a/./b.py", "my script.py", "x;rm.py", "a//b.py"]  # fmt: skip
     code = (

@@ -22,7 +22,10 @@ def jobs(
       dl jobs
       dl jobs mnist
     """
-    found = [find_job(name)] if name else list_jobs()
+    problems: list = []
+    found = [find_job(name)] if name else list_jobs(problems=problems)
+    for problem in problems:
+        typer.secho(f"Skipped a broken job: {problem}", fg="yellow", err=True)
     if as_json:
         render.print_json([job.to_json() for job in found])
         return

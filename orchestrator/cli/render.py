@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ _STATUS_COLORS = {
 }
 
 
+@functools.cache
 def use_color() -> bool:
     return sys.stdout.isatty()
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from orchestrator.backends.base import Artifact, Capability, LaunchSpec
 from orchestrator.backends.local import contract, process
 from orchestrator.errors import ArtifactError, BackendError, UsageError
-from orchestrator.packaging import ENTRY_POINT, extract_package
 from orchestrator.store import Run, RunStatus, Store
 
 _CHANNEL_NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
@@ -36,6 +35,8 @@ def log_file(base: Path) -> Path:
 
 
 def container_spec(run_id: str, params: dict, data: dict[str, str], package_uri: str) -> contract.ContainerSpec:
+    from orchestrator.packaging import ENTRY_POINT
+
     return contract.ContainerSpec(
         job_name=run_id,
         program=ENTRY_POINT,
@@ -47,6 +48,8 @@ def container_spec(run_id: str, params: dict, data: dict[str, str], package_uri:
 
 def prepare(base: Path, run_id: str, spec: LaunchSpec) -> contract.ContainerSpec:
     """Lay out the container folder and extract the package into code/."""
+    from orchestrator.packaging import extract_package
+
     cspec = container_spec(run_id, spec.params, spec.data, spec.package.path.as_uri())
     contract.layout(base, cspec)
     if not any((base / "code").iterdir()):

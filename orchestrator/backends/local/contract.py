@@ -37,7 +37,6 @@ unset so NCCL picks one of this machine's interfaces.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -206,9 +205,11 @@ def _torch_version() -> str | None:
             match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_py.read_text(), re.M)
             if match:
                 return match.group(1)
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
+        return version("torch")
+    except PackageNotFoundError:
         return None
 
 

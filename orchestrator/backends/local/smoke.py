@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.backends.base import LaunchSpec
 from orchestrator.backends.local import child_env, prepare
-from orchestrator.backends.local.supervisor import failure_reason, run_program
+from orchestrator.backends.local.supervisor import run_program
 
 if TYPE_CHECKING:
     from orchestrator.api import Plan, SmokeResult
@@ -29,9 +29,7 @@ def smoke_test(plan: Plan, workdir: Path) -> SmokeResult:
     log = base / "dl" / "log.txt"
     started = time.monotonic()
     with open(log, "wb") as out:
-        code = run_program(base, cspec, child_env(base, cspec), out)
+        code, reason = run_program(base, cspec, child_env(base, cspec), out)
     seconds = time.monotonic() - started
     text = log.read_text(errors="replace")
-    if code == 0:
-        return SmokeResult(True, seconds, None, text)
-    return SmokeResult(False, seconds, failure_reason(base, code, log), text)
+    return SmokeResult(code == 0, seconds, reason or None, text)

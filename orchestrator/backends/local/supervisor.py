@@ -52,7 +52,8 @@ def final_metrics_from_csv(path: Path) -> dict:
 
 
 def failure_reason(base: Path, returncode: int, log: Path) -> str:
-    failure = base / "output" / "failure"
+    """One line for the store: the runtime's own failure line, else how the program ended."""
+    failure = base / "output" / contract.FAILURE_FILE
     if failure.is_file():
         text = failure.read_text(errors="replace").strip()
         if text:
@@ -68,9 +69,14 @@ def failure_reason(base: Path, returncode: int, log: Path) -> str:
 
 
 def run_program(base: Path, cspec: contract.ContainerSpec, env: dict[str, str], stdout, on_start=None) -> int:
-    """Run the container's program to completion; SIGTERM to this process is passed on to it."""
+    """Run the container's program to completion; SIGTERM to this process is passed on to it.
+
+    Afterwards ``output/success`` or ``output/failure`` is written as the toolkit writes it
+    (a failure file the program wrote itself is kept).
+    """
+    cmd = contract.command(sys.executable, cspec)
     child = subprocess.Popen(
-        contract.command(sys.executable, cspec),
+        cmd,
         cwd=base / "code",
         env=env,
         stdin=subprocess.DEVNULL,
@@ -89,13 +95,23 @@ def run_program(base: Path, cspec: contract.ContainerSpec, env: dict[str, str], 
     try:
         if on_start:
             on_start(child)
-        return child.wait()
+        returncode = child.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
+    reason = failure_reason(base, returncode, Path(stdout.name)) if returncode else ""
+    output = Path(stdout.name).read_text(errors="replace") if returncode else ""
+    contract.report_outcome(base, cmd, returncode, stdout=output)
+    return returncode, reason
+
+
+def _log_stream(base: Path):
+    from orchestrator.backends.local import log_file
+
+    return open(log_file(base), "ab", buffering=0)
 
 
 def supervise(home: Path, run_id: str) -> int:
-    from orchestrator.backends.local import child_env, container_spec, log_file, process
+    from orchestrator.backends.local import child_env, container_spec, process
 
     store = Store(home)
     run = store.get(run_id)
@@ -114,7 +130,7 @@ def supervise(home: Path, run_id: str) -> int:
     def started(child):
         store.merge_backend_state(run_id, child_pid=child.pid, child_start=process.start_time(child.pid))
 
-    returncode = run_program(base, cspec, child_env(base, cspec), sys.stdout, on_start=started)
+    returncode, reason = run_program(base, cspec, child_env(base, cspec), _log_stream(base), on_start=started)
     outcome = read_outcome(base)
     metrics = outcome.get("final", {})
     stop_requested = stop_seen or store.get(run_id).backend_state.get("stop_requested")
@@ -125,9 +141,6 @@ def supervise(home: Path, run_id: str) -> int:
         store.mark_finished(run_id, RunStatus.STOPPED, metrics=metrics)
         status = "Stopped"
     else:
-        reason = failure_reason(base, returncode, log_file(base))
-        (base / "output").mkdir(parents=True, exist_ok=True)
-        (base / "output" / "failure").write_text(reason + "\n")
         store.mark_finished(run_id, RunStatus.FAILED, failure_reason=reason, metrics=metrics)
         status = f"Failed: {reason}"
     print(f"dl: run {run_id} {status}", flush=True)
