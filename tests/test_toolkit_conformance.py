@@ -363,3 +363,36 @@ def test_entry_point_name_rules_match_toolkit(tmp_path):
 
     assert {name: ours(name) for name in names} == toolkit
     assert toolkit["train.py"] and not toolkit["my script.py"]
+
+
+def test_the_mnist_package_trains_under_the_toolkit_as_it_does_locally(tmp_path):
+    """The real thing: dl's package of the mnist job, extracted into code/ the way SageMaker
+    extracts sourcedir.tar.gz, trained (two tiny epochs) by AWS's toolkit. It must pass
+    (``output/success``) and leave the model, checkpoints and metrics where dl looks for them."""
+    from orchestrator.jobs import find_job
+    from orchestrator.packaging import build_package, extract_package
+
+    job = find_job("mnist")
+    package = build_package(job, tmp_path / "packages", max_mb=100)
+    params = job.resolve({"max_epochs": "2", "limit_train_batches": "3", "limit_val_batches": "2"})
+    spec = contract.ContainerSpec(
+        job_name=JOB,
+        program="dl_entry.py",
+        submit_dir=f"s3://dl-conformance/packages/{package.sha256}/sourcedir.tar.gz",
+        hyperparameters=params,
+        region="us-east-1",
+    )
+    base = tmp_path / "opt" / "ml"
+    contract.layout(base, spec)
+    extract_package(package.path, base / "code")
+
+    result = run_toolkit(tmp_path, base)
+
+    assert result.returncode == 0, tail(result)
+    assert (base / "output" / contract.SUCCESS_FILE).is_file()
+    assert not (base / "output" / contract.FAILURE_FILE).exists()
+    assert (base / "model" / "model.ckpt").is_file() and (base / "model" / "dl_model.json").is_file()
+    assert {p.name for p in (base / "checkpoints").iterdir()} >= {"last.ckpt", "best.ckpt"}
+    rows = (base / "output" / "data" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_acc" in rows[0]
+    assert "epoch 2/2" in result.stdout + result.stderr
