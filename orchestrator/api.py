@@ -27,7 +27,12 @@ from orchestrator.store import Run, RunStatus, Store, open_store
 if TYPE_CHECKING:
     from orchestrator.packaging import Package
 
-DEFAULT_TARGET = "local"
+
+def default_target() -> str:
+    """The project's default target: --target > DL_TARGET > dl.toml [defaults] target > local."""
+    from orchestrator.config import load_settings
+
+    return load_settings().target
 
 
 def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -90,49 +95,58 @@ class Plan:
     params: dict[str, object]
     data: dict[str, str]
     package: Package
-    outputs: str
-    resources: dict = field(default_factory=dict)
+    options: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> LaunchSpec:
+        return LaunchSpec(self.job, self.package, self.params, self.data, self.options)
 
 
 def plan(
     job_name: str,
     *,
-    target: str = DEFAULT_TARGET,
+    target: str | None = None,
     overrides: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
+    options: dict[str, object] | None = None,
 ) -> Plan:
-    """Validate everything and build the package; starts nothing."""
+    """Validate everything and build the package; starts nothing.
+
+    ``options`` are the backend's own choices (gpu, instance_type, nodes, spot, max_hours,
+    volume_gb, image, framework_version, region, profile); None values mean "not given".
+    """
     from orchestrator.packaging import build_package
 
+    target = target or default_target()
     job = find_job(job_name)
     params = job.resolve(overrides)
     backend = get_backend(target)
     data = {name: str(Path(path).expanduser().resolve()) if "://" not in path else path
             for name, path in (data or {}).items()}  # fmt: skip
-    home = settings.dl_home()
-    package = build_package(job, home / "packages", settings.max_package_mb())
-    spec = LaunchSpec(job=job, package=package, params=params, data=data)
-    backend.check(spec)
-    resources = {"instance": "this machine", "cpus": os.cpu_count(), "gpus": _gpu_count()}
-    return Plan(job, target, params, data, package, str(home / "runs" / "<run-id>"), resources)
+    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb())
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    the_plan = Plan(job, target, params, data, package, options)
+    backend.check(the_plan.spec)
+    return the_plan
 
 
-def _gpu_count() -> int:
-    from orchestrator.backends.local.contract import detect_gpus
-
-    return detect_gpus()
+def describe(the_plan: Plan) -> dict:
+    """Resources, cost estimate and (for cloud targets) the exact request; sends nothing."""
+    commit, _ = git_info(the_plan.job.path)
+    return get_backend(the_plan.target).describe(the_plan.spec, new_run_id(the_plan.job.name), commit)
 
 
 def launch(
     job_name: str,
     *,
-    target: str = DEFAULT_TARGET,
+    target: str | None = None,
     overrides: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
+    options: dict[str, object] | None = None,
     name: str | None = None,
 ) -> Run:
     """Validate, package and start a run; return it at once (Pending or InProgress)."""
-    return start(plan(job_name, target=target, overrides=overrides, data=data), name=name)
+    return start(plan(job_name, target=target, overrides=overrides, data=data, options=options), name=name)
 
 
 def start(the_plan: Plan, *, name: str | None = None) -> Run:
@@ -154,9 +168,8 @@ def start(the_plan: Plan, *, name: str | None = None) -> Run:
         job_dir=str(the_plan.job.path),
     )
     store.insert(run)
-    spec = LaunchSpec(the_plan.job, the_plan.package, the_plan.params, the_plan.data)
     try:
-        get_backend(the_plan.target).submit(store, run, spec)
+        get_backend(the_plan.target).submit(store, run, the_plan.spec)
     except BaseException as exc:
         store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {exc}")
         raise
@@ -190,7 +203,17 @@ def list_runs(
     store = open_store()
     wanted = RunStatus.parse(status) if status else None
     runs = store.list(job=job, status=wanted, target=target, limit=limit)
-    return [refresh(store, run) if not run.status.is_terminal else run for run in runs]
+    by_target: dict[str, list[Run]] = {}
+    for run in runs:
+        if not run.status.is_terminal:
+            by_target.setdefault(run.target, []).append(run)
+    fresh: dict[str, Run] = {}
+    for name, group in by_target.items():
+        backend = get_backend(name)
+        many = getattr(backend, "refresh_many", None)
+        updated = many(store, group) if many else [backend.refresh(store, r) for r in group]
+        fresh.update({r.id: r for r in updated})
+    return [fresh.get(run.id, run) for run in runs]
 
 
 def show(run_id: str) -> Run:

@@ -79,3 +79,90 @@ def broken_job(tmp_path) -> Path:
     assert marker in source, "the mnist model changed shape; update this fixture"
     (job / "model.py").write_text(source.replace(marker, marker + "\n        1 / 0", 1))
     return job
+
+
+# -- AWS: a moto server on 127.0.0.1, real HTTP ---------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """The moto server every AWS test talks to: the one .ci/run started (DL_TEST_MOTO_ENDPOINT),
+    else one this session starts itself on a free loopback port."""
+    import os
+    import subprocess
+
+    given = os.environ.get("DL_TEST_MOTO_ENDPOINT")
+    if given:
+        wait_for(lambda: _answers(given), timeout=30, what=f"the moto server at {given}")
+        yield given
+        return
+    port = _free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or _answers(url), timeout=30, what="moto_server to start")
+        assert proc.poll() is None, "moto_server exited at start; is moto[server] installed?"
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+BUCKET = "dl-test-bucket"
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws(moto_endpoint, dl_home, monkeypatch, tmp_path):
+    """A fresh moto account (state reset) with a bucket and a SageMaker execution role; the
+    environment points boto3 at it with dummy credentials, and dl at the bucket and role."""
+    import urllib.request
+
+    import boto3
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DL_PROFILE", "DL_CONFIG", "DL_GPU", "DL_SPOT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.chdir(tmp_path)  # no dl.toml from the repository or above
+    session = boto3.session.Session(region_name=REGION)
+    session.client("s3").create_bucket(Bucket=BUCKET)
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+    role = session.client("iam").create_role(RoleName="dl-sagemaker-execution", AssumeRolePolicyDocument=trust)
+    monkeypatch.setenv("DL_REGION", REGION)
+    monkeypatch.setenv("DL_BUCKET", BUCKET)
+    monkeypatch.setenv("DL_ROLE_ARN", role["Role"]["Arn"])
+    return session

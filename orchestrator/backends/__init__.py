@@ -1,4 +1,4 @@
-"""Backends run packages somewhere: ``local`` (this machine) today, ``sagemaker`` next.
+"""Backends run packages somewhere: ``local`` (this machine) and ``sagemaker`` (AWS training jobs).
 
 Each backend is one folder; the registry maps a target name to its class by
 import path, so choosing a backend imports only that backend. What a backend
@@ -14,6 +14,7 @@ from orchestrator.backends.base import Backend, Capability, LaunchSpec
 
 REGISTRY: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
+    "sagemaker": "orchestrator.backends.sagemaker:SageMakerBackend",
 }
 
 

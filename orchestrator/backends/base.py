@@ -29,6 +29,8 @@ class LaunchSpec:
     package: Package
     params: dict[str, object]
     data: dict[str, str] = field(default_factory=dict)
+    # Backend-specific choices from flags (gpu, instance_type, nodes, spot, max_hours, ...).
+    options: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Artifact:
     kind: str
     location: str
     size: int | None = None
+    etag: str | None = None
 
 
 class Backend(Protocol):
@@ -47,6 +50,9 @@ class Backend(Protocol):
 
     def check(self, spec: LaunchSpec) -> None:
         """Raise a DlError when this backend cannot run ``spec`` (missing dependency, data, credentials)."""
+
+    def describe(self, spec: LaunchSpec, run_id: str, git_commit: str | None) -> dict:
+        """What a launch would do (resources, cost, the request it would send); starts and sends nothing."""
 
     def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
         """Start ``run`` and return at once; record where its logs and outputs will be."""

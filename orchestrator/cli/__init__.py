@@ -18,9 +18,15 @@ from typer.core import TyperGroup
 from orchestrator import __version__, settings
 from orchestrator.errors import DlError
 
+_ORDER = ["jobs", "launch", "runs", "show", "logs", "stop", "pull", "gpus", "config"]
+
 
 class _Group(TyperGroup):
     """Turns DlError (and unexpected errors) into one line on stderr and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
 
     def invoke(self, ctx: click.Context):
         try:
@@ -80,6 +86,8 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
+from orchestrator.cli import config as _config  # noqa: E402,F401
+from orchestrator.cli import gpus as _gpus  # noqa: E402,F401
 from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers commands)
 from orchestrator.cli import launch as _launch  # noqa: E402,F401
 from orchestrator.cli import runs as _runs  # noqa: E402,F401

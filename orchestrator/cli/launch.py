@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from orchestrator import api
 from orchestrator.cli import app, render
 from orchestrator.errors import UsageError
 
 
-@app.command(no_args_is_help=True)
+class _LaunchCommand(TyperCommand):
+    """Lets ``--gpu`` stand alone (``dl launch mnist --gpu``): it then means "any one GPU"."""
+
+    def parse_args(self, ctx, args):
+        fixed: list[str] = []
+        for i, arg in enumerate(args):
+            fixed.append(arg)
+            if arg == "--gpu" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                fixed.append("any")
+        return super().parse_args(ctx, fixed)
+
+
+@app.command(no_args_is_help=True, cls=_LaunchCommand)
 def launch(
     job: str = typer.Argument(..., metavar="JOB", help="Job name (see `dl jobs`) or path to a job folder."),
-    local: bool = typer.Option(False, "--local", help="Run on this machine (the default target)."),
-    target: str = typer.Option(None, "--target", metavar="TARGET", help="Where to run: local.", envvar="DL_TARGET"),
-    set_: list[str] = typer.Option(
-        None, "--set", "-s", metavar="KEY=VALUE", help="Hyperparameter KEY=VALUE; repeatable."
-    ),
+    local: bool = typer.Option(False, "--local", help="Run on this machine."),
+    target: str = typer.Option(None, "--target", metavar="TARGET", help="local or sagemaker (default from config)."),
+    set_: list[str] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Hyperparameter; repeatable."),
     data: list[str] = typer.Option(
-        None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel CHANNEL=PATH; repeatable."
+        None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel: a folder, or s3:// for sagemaker."
     ),
+    gpu: str = typer.Option(
+        None, "--gpu", metavar="[MODEL[:N]]", help="GPU on SageMaker: alone = cheapest 1-GPU; A10G, T4, A100:8..."
+    ),
+    instance_type: str = typer.Option(None, "--instance-type", metavar="TYPE", help="Exact type, e.g. ml.g5.2xlarge."),
+    nodes: int = typer.Option(None, "--nodes", min=1, help="Instances (torchrun across them)."),
+    spot: bool = typer.Option(None, "--spot/--on-demand", help="Managed spot capacity (default from config)."),
+    max_hours: float = typer.Option(None, "--max-hours", min=0.02, help="Stop the job after this many hours."),
+    volume_gb: int = typer.Option(None, "--volume-gb", min=1, help="Disk per instance, GB."),
+    image: str = typer.Option(None, "--image", metavar="URI", help="Training image instead of the PyTorch DLC."),
+    framework_version: str = typer.Option(None, "--framework-version", metavar="VER", help="PyTorch DLC version."),
+    region: str = typer.Option(None, "--region", metavar="REGION", help="AWS region (default from config)."),
+    profile: str = typer.Option(None, "--profile", metavar="NAME", help="AWS profile."),
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
     detach: bool = typer.Option(False, "--detach", help="Return at once with the run id (the default)."),
@@ -30,32 +54,47 @@ def launch(
     no_smoke: bool = typer.Option(False, "--no-smoke-test", help="With --dry-run: skip the smoke test."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (the run, or the plan)."),
 ) -> None:
-    """Package JOB and run it.
+    """Package JOB and run it, here or as a SageMaker training job.
 
-    Detached by default: prints the run id and returns; the run survives this terminal.
+    Detached by default: prints the run id and returns; the run goes on without this terminal.
+    --gpu, --instance-type and --nodes imply --target sagemaker.
 
     \b
     [bold]Examples[/bold]
       dl launch mnist --local --follow
       dl launch mnist --set lr=0.001 --set max_epochs=5
       dl launch mnist --data train=./mnist-idx/ --name digits-v2
-      dl launch ./my_job --dry-run
+      dl launch mnist --gpu A10G --spot --max-hours 2
+      dl launch mnist --gpu A100:8 --nodes 2 --data train=s3://bucket/mnist/
+      dl launch ./my_job --gpu --dry-run
     """
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
+    cloud_flags = [f for f, v in (("--gpu", gpu), ("--instance-type", instance_type), ("--nodes", nodes)) if v]
     if local and target and target != "local":
         raise UsageError(f"--local and --target {target} contradict each other.", "Pick one.")
-    chosen = "local" if local else (target or api.DEFAULT_TARGET)
-    overrides = api.parse_assignments(set_, "--set")
-    channels = api.parse_assignments(data, "--data")
-    if dry_run:
-        _dry_run(job, chosen, overrides, channels, smoke=not no_smoke, as_json=as_json)
-        return
-    plan = api.plan(job, target=chosen, overrides=overrides, data=channels)
+    if local and cloud_flags:
+        raise UsageError(f"{cloud_flags[0]} is for the sagemaker target, not --local.", "Drop one of them.")
+    chosen = "local" if local else target or ("sagemaker" if cloud_flags else None)
+    options = {
+        "gpu": gpu, "instance_type": instance_type, "nodes": nodes, "spot": spot, "max_hours": max_hours,
+        "volume_gb": volume_gb, "image": image, "framework_version": framework_version, "region": region,
+        "profile": profile,
+    }  # fmt: skip
+    plan = api.plan(
+        job,
+        target=chosen,
+        overrides=api.parse_assignments(set_, "--set"),
+        data=api.parse_assignments(data, "--data"),
+        options=options,
+    )
     if plan.package.secrets:
         typer.secho(
             f"Left out of the package (likely secrets): {', '.join(plan.package.secrets)}", fg="yellow", err=True
         )
+    if dry_run:
+        _dry_run(plan, smoke=not no_smoke, as_json=as_json)
+        return
     run = api.start(plan, name=name)
     if as_json and not follow:
         render.print_json(run.to_json())
@@ -85,19 +124,20 @@ def _follow(run_id: str) -> None:
         raise typer.Exit(1)
 
 
-def _dry_run(job: str, target: str, overrides: dict, channels: dict, *, smoke: bool, as_json: bool) -> None:
-    plan = api.plan(job, target=target, overrides=overrides, data=channels)
+def _dry_run(plan: api.Plan, *, smoke: bool, as_json: bool) -> None:
+    details = api.describe(plan)
+    if not as_json:
+        _print_plan(plan, details)
     result = None
     if smoke:
         if not as_json:
-            _print_plan(plan)
             typer.echo("\nSmoke test: one train and one validation batch through the container contract ...")
+            if any("://" in path for path in plan.data.values()):
+                typer.echo("  (remote channels are not downloaded for it; the job sees only local ones)")
         with tempfile.TemporaryDirectory(prefix="dl-dry-run-") as workdir:
             result = api.smoke_test(plan, Path(workdir))
-    elif not as_json:
-        _print_plan(plan)
     if as_json:
-        out = _plan_json(plan)
+        out = _plan_json(plan, details)
         out["smoke_test"] = None if result is None else {
             "ok": result.ok, "seconds": round(result.seconds, 2), "error": result.error
         }  # fmt: skip
@@ -115,7 +155,7 @@ def _tail(text: str, lines: int) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _plan_json(plan: api.Plan) -> dict:
+def _plan_json(plan: api.Plan, details: dict) -> dict:
     return {
         "job": plan.job.name,
         "target": plan.target,
@@ -129,23 +169,19 @@ def _plan_json(plan: api.Plan) -> dict:
             "excluded": plan.package.excluded,
             "secrets_excluded": plan.package.secrets,
         },
-        "resources": plan.resources,
-        "outputs": plan.outputs,
-        "cost_per_hour_usd": 0.0,
+        **details,
     }
 
 
-def _print_plan(plan: api.Plan) -> None:
+def _print_plan(plan: api.Plan, details: dict) -> None:
     pkg = plan.package
-    typer.secho(f"Dry run: {plan.job.name} on {plan.target}. Nothing will be started.", bold=True)
+    typer.secho(f"Dry run: {plan.job.name} on {plan.target}. Nothing will be started or sent.", bold=True)
     typer.echo(f"\nPackage   {pkg.short_hash}  {len(pkg.files)} files, {render.size(pkg.size)} compressed")
-    typer.echo(f"          {pkg.path}")
+    typer.echo(f"          {details.get('package_uri') or pkg.path}")
     for item in pkg.files:
         typer.echo(f"            {item.name}  ({render.size(item.size)})")
     if pkg.excluded:
         typer.echo(f"Excluded  {', '.join(pkg.excluded)}")
-    if pkg.secrets:
-        typer.secho(f"Left out (likely secrets): {', '.join(pkg.secrets)}", fg="yellow")
     typer.echo("\nHyperparameters")
     width = max(len(k) for k in plan.params)
     for key, value in plan.params.items():
@@ -156,9 +192,23 @@ def _print_plan(plan: api.Plan) -> None:
             typer.echo(f"  {name}  {path}")
     else:
         typer.echo("  (no channels: the job uses its built-in default data)")
-    gpus = plan.resources.get("gpus") or 0
+    resources, cost = details["resources"], details["cost"]
+    if plan.target == "local":
+        gpus = resources.get("gpus") or 0
+        typer.echo(
+            f"\nResources this machine: {resources.get('cpus')} CPUs, {gpus or 'no'} GPU{'s' if gpus != 1 else ''}"
+        )
+        typer.echo(f"Outputs   {details['outputs']}/{{model,checkpoints,output}}")
+        typer.echo("Cost      $0.00 (local)")
+        return
+    per_node = resources["gpus_per_node"]
+    each = f"{per_node} GPU{'s' if per_node != 1 else ''} each" if per_node else "CPU only"
+    typer.echo(f"\nResources {resources['nodes']} x {resources['instance_type']} ({each}) in {resources['region']}")
+    typer.echo(f"Image     {resources['image']}")
     typer.echo(
-        f"\nResources this machine: {plan.resources.get('cpus')} CPUs, {gpus or 'no'} GPU{'s' if gpus != 1 else ''}"
+        f"Cost      ${cost['price_per_hour']:.3f}/hour; at most {cost['max_hours']:g} h: "
+        f"${cost['max_cost_on_demand']:.2f} on demand, about ${cost['max_cost_spot_estimate']:.2f} with spot"
+        f"{' (spot requested)' if cost['spot'] else ''}. Prices are estimates (dl gpus)."
     )
-    typer.echo(f"Outputs   {plan.outputs}/{{model,checkpoints,output}}")
-    typer.echo("Cost      $0.00 (local)")
+    typer.echo("\nCreateTrainingJob request (validated against botocore's model):")
+    typer.echo(json.dumps(details["request"], indent=2))

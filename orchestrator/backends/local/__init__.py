@@ -26,6 +26,12 @@ from orchestrator.store import Run, RunStatus, Store
 _CHANNEL_NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
 
+def run_dir_root() -> Path:
+    from orchestrator.settings import dl_home
+
+    return dl_home() / "runs"
+
+
 def run_dir(store: Store, run_id: str) -> Path:
     return store.home / "runs" / run_id
 
@@ -115,8 +121,23 @@ class LocalBackend:
     capabilities = frozenset({Capability.STOP, Capability.FOLLOW_LOGS, Capability.PULL, Capability.SMOKE_TEST})
 
     def check(self, spec: LaunchSpec) -> None:
+        for option in ("gpu", "instance_type", "nodes", "image"):
+            if spec.options.get(option):
+                flag = "--" + option.replace("_", "-")
+                raise UsageError(
+                    f"{flag} is for the sagemaker target; local runs use this machine.",
+                    "Drop it, or add --target sagemaker.",
+                )
         check_data(spec.data)
         check_requirements(spec)
+
+    def describe(self, spec: LaunchSpec, run_id: str, git_commit: str | None) -> dict:
+        store_home = run_dir_root()
+        return {
+            "resources": {"instance": "this machine", "cpus": os.cpu_count(), "gpus": contract.detect_gpus()},
+            "outputs": str(store_home / "<run-id>"),
+            "cost": {"price_per_hour": 0.0, "max_cost_on_demand": 0.0},
+        }
 
     def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
         base = run_dir(store, run.id)

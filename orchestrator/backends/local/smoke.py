@@ -23,7 +23,9 @@ def smoke_test(plan: Plan, workdir: Path) -> SmokeResult:
     from orchestrator.api import SmokeResult
 
     params = {**plan.params, "fast_dev_run": True}
-    spec = LaunchSpec(plan.job, plan.package, params, plan.data)
+    # Remote (s3://) channels are not fetched for a smoke test; the job sees only local ones.
+    local_data = {name: path for name, path in plan.data.items() if "://" not in path}
+    spec = LaunchSpec(plan.job, plan.package, params, local_data)
     base = workdir / "container"
     cspec = prepare(base, "dry-run", spec)
     log = base / "dl" / "log.txt"

@@ -1,0 +1,345 @@
+"""The sagemaker backend: a run is a SageMaker training job running the same package.
+
+``submit`` uploads the package under its hash (once), builds the CreateTrainingJob request
+(request.py) and creates the job; everything after that is read back from AWS: status
+from DescribeTrainingJob (many runs at once from ListTrainingJobs pages), logs from
+CloudWatch, checkpoints and the model from S3. Only aws.py imports boto3.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestrator.backends.base import Artifact, Capability, LaunchSpec
+from orchestrator.backends.sagemaker import request as req
+from orchestrator.errors import ArtifactError, UsageError
+from orchestrator.store import Run, RunStatus, Store
+
+# Managed spot usually saves 60-90% against on-demand; estimates use 70% off.
+SPOT_PRICE_FACTOR = 0.3
+
+_STATUS = {
+    "InProgress": RunStatus.IN_PROGRESS,
+    "Completed": RunStatus.COMPLETED,
+    "Failed": RunStatus.FAILED,
+    "Stopping": RunStatus.STOPPING,
+    "Stopped": RunStatus.STOPPED,
+}
+
+
+def settings_for(spec: LaunchSpec):
+    from orchestrator.config import load_settings
+
+    return load_settings(cli=spec.options)
+
+
+def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
+    """Settings + catalog + image tables → where the run goes. With ``dry_run``, missing
+    bucket/role become visible placeholders instead of errors."""
+    from orchestrator import settings as dl_settings
+    from orchestrator.backends.sagemaker.images import DEFAULT_FRAMEWORK_VERSION, training_image
+    from orchestrator.catalog import choose
+    from orchestrator.config import require
+
+    cfg = settings_for(spec)
+    if not dry_run:
+        require(cfg, "region", "bucket", "role_arn", purpose="the sagemaker target")
+    region = cfg.region or "us-east-1"
+    nodes = int(spec.options.get("nodes") or 1)
+    instance = choose(cfg.gpu or None, cfg.instance_type or None, nodes=nodes)
+    image = spec.options.get("image") or training_image(
+        region,
+        cfg.framework_version or DEFAULT_FRAMEWORK_VERSION,
+        None,
+        instance.gpus > 0,
+        instance.type,
+        dl_settings.dl_home() / "cache",
+    )
+    return req.Placement(
+        region=region,
+        bucket=cfg.bucket or "<bucket: set DL_BUCKET>",
+        prefix=cfg.prefix,
+        role_arn=cfg.role_arn or "arn:aws:iam::000000000000:role/set-DL_ROLE_ARN",
+        image=image,
+        instance_type=instance.type,
+        gpus_per_node=instance.gpus,
+        nodes=nodes,
+        volume_gb=int(cfg.volume_gb),
+        max_hours=float(cfg.max_hours),
+        spot=bool(cfg.spot),
+        tags=dict(cfg.tags),
+    )
+
+
+def request_for(run_id: str, spec: LaunchSpec, placement: req.Placement, git_commit: str | None) -> dict:
+    return req.build_request(
+        run_id=run_id,
+        job_name=spec.job.name,
+        monitor=spec.job.monitor,
+        params=spec.params,
+        data=spec.data,
+        package_sha256=spec.package.sha256,
+        git_commit=git_commit,
+        placement=placement,
+    )
+
+
+def estimate(placement: req.Placement) -> dict:
+    """On-demand and spot cost of the longest the run may take (max hours × nodes)."""
+    from orchestrator.catalog import load
+
+    hourly = load().price(placement.instance_type, placement.region) * placement.nodes
+    worst = hourly * placement.max_hours
+    return {
+        "price_per_hour": round(hourly, 4),
+        "max_hours": placement.max_hours,
+        "max_cost_on_demand": round(worst, 2),
+        "max_cost_spot_estimate": round(worst * SPOT_PRICE_FACTOR, 2),
+        "spot": placement.spot,
+    }
+
+
+def _aws(run_or_region, profile: str | None = None):
+    from orchestrator.backends.sagemaker.aws import Aws
+
+    if isinstance(run_or_region, Run):
+        state = run_or_region.backend_state
+        return Aws(state.get("region"), state.get("profile"))
+    return Aws(run_or_region, profile)
+
+
+class SageMakerBackend:
+    name = "sagemaker"
+    capabilities = frozenset({Capability.STOP, Capability.FOLLOW_LOGS, Capability.PULL, Capability.SMOKE_TEST})
+
+    def check(self, spec: LaunchSpec) -> None:
+        for name, uri in spec.data.items():
+            if not uri.startswith("s3://"):
+                raise UsageError(
+                    f"Channel {name} is a local path ({uri}); SageMaker reads channels from S3.",
+                    f"Upload it first (aws s3 sync {uri} s3://BUCKET/data/{name}/) and pass that URI.",
+                )
+
+    def describe(self, spec: LaunchSpec, run_id: str, git_commit: str | None) -> dict:
+        """What a launch would send and cost; sends nothing."""
+        placement = placement_for(spec, dry_run=True)
+        request = request_for(run_id, spec, placement, git_commit)
+        req.validate(request)
+        return {
+            "request": request,
+            "resources": {
+                "instance_type": placement.instance_type,
+                "nodes": placement.nodes,
+                "gpus_per_node": placement.gpus_per_node,
+                "region": placement.region,
+                "image": placement.image,
+            },
+            "cost": estimate(placement),
+            "package_uri": req.package_uri(placement, spec.package.sha256),
+        }
+
+    def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
+        placement = placement_for(spec)
+        request = request_for(run.id, spec, placement, run.git_commit)
+        req.validate(request)
+        profile = settings_for(spec).session_kwargs().get("profile_name")
+        aws = _aws(placement.region, profile)
+        package_uri = req.package_uri(placement, spec.package.sha256)
+        existing = aws.head(package_uri)
+        if existing is None or existing.size != spec.package.size:
+            aws.upload(spec.package.path, package_uri)
+        prefix = req.run_prefix(placement, run.id)
+        store.merge_backend_state(
+            run.id,
+            region=placement.region,
+            profile=profile,
+            instance_type=placement.instance_type,
+            nodes=placement.nodes,
+            spot=placement.spot,
+            price_per_hour=estimate(placement)["price_per_hour"],
+            package_uri=package_uri,
+        )
+        store.update(
+            run.id,
+            log_uri=f"cloudwatch:{req.LOG_GROUP}/{run.id}",
+            checkpoint_uri=f"{prefix}/checkpoints",
+            model_uri=req.model_uri(request),
+            output_uri=f"{prefix}/output",
+        )
+        arn = aws.create_training_job(request)
+        store.merge_backend_state(run.id, arn=arn)
+
+    # -- status --------------------------------------------------------------------------
+
+    def refresh(self, store: Store, run: Run) -> Run:
+        if run.status.is_terminal:
+            return run
+        self._apply(store, run, _aws(run).describe_training_job(run.id))
+        return store.get(run.id)
+
+    def refresh_many(self, store: Store, runs: list[Run]) -> list[Run]:
+        """One ListTrainingJobs walk for all runs of a region; DescribeTrainingJob only for those that changed."""
+        pending = [r for r in runs if not r.status.is_terminal]
+        if len(pending) <= 2:
+            return [self.refresh(store, r) for r in runs]
+        by_region: dict[tuple, list[Run]] = {}
+        for run in pending:
+            by_region.setdefault((run.backend_state.get("region"), run.backend_state.get("profile")), []).append(run)
+        for (region, profile), group in by_region.items():
+            aws = _aws(region, profile)
+            oldest = min(r.created_at for r in group)
+            after = datetime.fromtimestamp(oldest, tz=UTC) - timedelta(hours=1)
+            wanted = {r.id: r for r in group}
+            for summary in aws.list_training_jobs(after):
+                run = wanted.pop(summary["TrainingJobName"], None)
+                if run is None:
+                    continue
+                status = _STATUS.get(summary["TrainingJobStatus"], run.status)
+                if status != run.status or status.is_terminal:
+                    self._apply(store, run, aws.describe_training_job(run.id))
+                if not wanted:
+                    break
+        fresh = {r.id: store.get(r.id) for r in pending}
+        return [fresh.get(r.id, r) for r in runs]
+
+    def _apply(self, store: Store, run: Run, job: dict) -> None:
+        status = _STATUS.get(job.get("TrainingJobStatus"), run.status)
+        billable = job.get("BillableTimeInSeconds")
+        training = job.get("TrainingTimeInSeconds")
+        price = run.backend_state.get("price_per_hour") or 0.0
+        state = {
+            "secondary_status": job.get("SecondaryStatus"),
+            "billable_seconds": billable,
+            "training_seconds": training,
+        }
+        if billable is not None:
+            state["cost_usd"] = round(billable / 3600 * price, 4)
+        if billable and training:
+            state["spot_savings"] = round(1 - billable / training, 3) if training else None
+        store.merge_backend_state(run.id, **state)
+        metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", []) or []}
+        if run.started_at is None and (job.get("TrainingStartTime") or status is not RunStatus.PENDING):
+            start = job.get("TrainingStartTime")
+            store.mark_in_progress(run.id, started_at=start.timestamp() if start else None)
+        if status.is_terminal:
+            end = job.get("TrainingEndTime") or job.get("LastModifiedTime")
+            store.mark_finished(
+                run.id,
+                status,
+                failure_reason=job.get("FailureReason") if status is RunStatus.FAILED else None,
+                metrics=self._summary_metrics(run) or metrics or run.metrics,
+                ended_at=end.timestamp() if end else None,
+            )
+        elif status is RunStatus.STOPPING:
+            store.mark_stopping(run.id)
+
+    def _summary_metrics(self, run: Run) -> dict:
+        """Final metrics from the runtime's summary.json inside output.tar.gz (read once, at the end)."""
+        import io
+        import json
+        import tarfile
+
+        if not run.model_uri:
+            return {}
+        output = run.model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+        aws = _aws(run)
+        meta = aws.head(output)
+        if meta is None or meta.size > 50 * 1024 * 1024:
+            return {}
+        bucket, key = _split(output)
+        blob = aws.read(bucket, key)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "summary.json"), None)
+                if member is None or not member.isfile():
+                    return {}
+                return dict(json.loads(tar.extractfile(member).read()).get("final", {}))
+        except (tarfile.TarError, json.JSONDecodeError, OSError):
+            return {}
+
+    # -- logs ----------------------------------------------------------------------------
+
+    def log_path(self, run: Run) -> Path | None:
+        return None
+
+    def follow(self, run: Run, store: Store | None = None, poll: float = 2.0) -> Iterator[str]:
+        aws = _aws(run)
+        tokens: dict[str, str | None] = {}
+        while True:
+            streams = aws.log_streams(req.LOG_GROUP, f"{run.id}/")
+            batch: list[tuple[int, str, str]] = []
+            for stream in streams:
+                host = stream.split("/", 1)[-1].rsplit("-", 1)[0]  # <job>/algo-1-1732550000 -> algo-1
+                while True:
+                    events, token = aws.log_events(req.LOG_GROUP, stream, tokens.get(stream))
+                    tokens[stream] = token
+                    batch += [(e["timestamp"], host, e["message"]) for e in events]
+                    if not events:
+                        break
+            batch.sort(key=lambda item: item[0])
+            many = len(streams) > 1
+            for _, host, message in batch:
+                yield (f"[{host}] " if many else "") + message.rstrip("\n") + "\n"
+            if store is None:
+                return
+            current = self.refresh(store, store.get(run.id))
+            if current.status.is_terminal and not batch:
+                return
+            time.sleep(poll)
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop(self, store: Store, run: Run, grace: float) -> Run:
+        """StopTrainingJob: SageMaker sends SIGTERM (the runtime saves last.ckpt), then SIGKILL after 120 s.
+        stop() on a run in a terminal state returns it unchanged."""
+        run = self.refresh(store, run)
+        if run.status.is_terminal:
+            return run
+        _aws(run).stop_training_job(run.id)
+        store.merge_backend_state(run.id, stop_requested=True)
+        store.mark_stopping(run.id)
+        return self.refresh(store, store.get(run.id))
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    def artifacts(self, run: Run) -> list[Artifact]:
+        aws = _aws(run)
+        found: list[Artifact] = []
+        if run.checkpoint_uri:
+            bucket, _ = _split(run.checkpoint_uri)
+            for obj in aws.list_objects(run.checkpoint_uri):
+                name = obj.key.rsplit("/", 1)[-1]
+                if name.endswith(".ckpt"):
+                    found.append(Artifact(name, "checkpoint", f"s3://{bucket}/{obj.key}", obj.size, obj.etag))
+        if run.model_uri:
+            model = aws.head(run.model_uri)
+            if model is not None:
+                found.append(Artifact("model.tar.gz", "model", run.model_uri, model.size, model.etag))
+        if run.model_uri:
+            output = run.model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+            meta = aws.head(output)
+            if meta is not None:
+                found.append(Artifact("output.tar.gz", "metrics", output, meta.size, meta.etag))
+        return found
+
+    def fetch(self, run: Run, artifact: Artifact, dest: Path) -> Path:
+        bucket, key = _split(artifact.location)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _aws(run).download(bucket, key, dest)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        if artifact.size is not None and dest.stat().st_size != artifact.size:
+            dest.unlink(missing_ok=True)
+            raise ArtifactError(f"{artifact.name} of run {run.id} arrived incomplete.", "Pull again.")
+        return dest
+
+
+def _split(uri: str) -> tuple[str, str]:
+    from orchestrator.backends.sagemaker.aws import split_s3
+
+    return split_s3(uri)

@@ -1,0 +1,272 @@
+"""The only module of the sagemaker backend that talks to AWS (boto3, imported lazily).
+
+Every AWS error leaves here as a DlError with one line saying what is wrong and what to
+do: missing or expired credentials, AccessDenied (naming the action), a GPU quota of
+zero, no capacity, a role SageMaker cannot assume, a bucket in another region,
+throttling after botocore's own retries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import BackendError, DlError, UsageError
+
+
+class AwsError(BackendError):
+    """An AWS call failed for a reason the user can act on."""
+
+
+class CredentialsError(AwsError):
+    pass
+
+
+class QuotaError(AwsError):
+    pass
+
+
+def _session(region: str | None, profile: str | None):
+    try:
+        import boto3
+        from botocore.exceptions import ProfileNotFound
+    except ImportError:
+        raise BackendError(
+            "The sagemaker target needs boto3, which is not installed here.", "Install it: pip install -e '.[aws]'."
+        ) from None
+
+    try:
+        return boto3.session.Session(region_name=region, profile_name=profile)
+    except ProfileNotFound:
+        raise CredentialsError(
+            f"AWS profile {profile!r} is not configured.",
+            "Run `aws configure --profile NAME`, or pick another with --profile / AWS_PROFILE.",
+        ) from None
+
+
+def _config():
+    from botocore.config import Config
+
+    # Adaptive retries back off on throttling and 5xx before an error reaches the user.
+    return Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+class Aws:
+    """Clients for one region/profile. Cheap to make; clients are created on first use."""
+
+    def __init__(self, region: str | None, profile: str | None = None) -> None:
+        self._session = _session(region, profile)
+        self.region = self._session.region_name
+        if not self.region:
+            raise UsageError(
+                "No AWS region configured.", "Set DL_REGION, add region under [aws] in dl.toml, or pass --region."
+            )
+        self._clients: dict[str, object] = {}
+
+    def client(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service, config=_config())
+        return self._clients[service]
+
+    # -- S3 ----------------------------------------------------------------------------
+
+    def head(self, uri: str) -> ObjectInfo | None:
+        bucket, key = split_s3(uri)
+        with translate(f"reading s3://{bucket}/{key}"):
+            try:
+                meta = self.client("s3").head_object(Bucket=bucket, Key=key)
+            except Exception as exc:
+                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+        return ObjectInfo(key, meta["ContentLength"], meta["ETag"].strip('"'))
+
+    def upload(self, path: Path, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        with translate(f"uploading to s3://{bucket}/{key}"):
+            self.client("s3").upload_file(str(path), bucket, key)
+
+    def list_objects(self, uri: str) -> list[ObjectInfo]:
+        bucket, prefix = split_s3(uri)
+        prefix = prefix.rstrip("/") + "/"
+        found: list[ObjectInfo] = []
+        with translate(f"listing s3://{bucket}/{prefix}"):
+            for page in self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    found.append(ObjectInfo(item["Key"], item["Size"], item["ETag"].strip('"')))
+        return found
+
+    def download(self, bucket: str, key: str, dest: Path, progress: Callable[[int], None] | None = None) -> None:
+        with translate(f"downloading s3://{bucket}/{key}"):
+            self.client("s3").download_file(bucket, key, str(dest), Callback=progress)
+
+    def read(self, bucket: str, key: str) -> bytes:
+        with translate(f"reading s3://{bucket}/{key}"):
+            return self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def bucket_region(self, bucket: str) -> str:
+        with translate(f"reading bucket {bucket}"):
+            answer = self.client("s3").get_bucket_location(Bucket=bucket)
+        return answer.get("LocationConstraint") or "us-east-1"
+
+    # -- SageMaker ---------------------------------------------------------------------
+
+    def create_training_job(self, request: dict) -> str:
+        with translate(f"creating training job {request['TrainingJobName']}", request=request):
+            return self.client("sagemaker").create_training_job(**request)["TrainingJobArn"]
+
+    def describe_training_job(self, name: str) -> dict:
+        with translate(f"describing training job {name}"):
+            return self.client("sagemaker").describe_training_job(TrainingJobName=name)
+
+    def list_training_jobs(self, created_after) -> Iterator[dict]:
+        """Summaries of jobs created after ``created_after`` (a datetime), one page at a time."""
+        pages = self.client("sagemaker").get_paginator("list_training_jobs")
+        with translate("listing training jobs"):
+            for page in pages.paginate(CreationTimeAfter=created_after, MaxResults=100):
+                yield from page.get("TrainingJobSummaries", [])
+
+    def stop_training_job(self, name: str) -> None:
+        with translate(f"stopping training job {name}"):
+            self.client("sagemaker").stop_training_job(TrainingJobName=name)
+
+    # -- CloudWatch Logs ---------------------------------------------------------------
+
+    def log_streams(self, group: str, prefix: str) -> list[str]:
+        names: list[str] = []
+        with translate(f"listing log streams {group}/{prefix}"):
+            try:
+                pages = self.client("logs").get_paginator("describe_log_streams")
+                for page in pages.paginate(logGroupName=group, logStreamNamePrefix=prefix):
+                    names += [s["logStreamName"] for s in page.get("logStreams", [])]
+            except Exception as exc:
+                if _code(exc) == "ResourceNotFoundException":
+                    return []
+                raise
+        return sorted(names)
+
+    def log_events(self, group: str, stream: str, token: str | None) -> tuple[list[dict], str | None]:
+        """One batch of events after ``token`` (from the start when None) and the next token."""
+        kwargs = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+        if token:
+            kwargs["nextToken"] = token
+        with translate(f"reading log stream {stream}"):
+            answer = self.client("logs").get_log_events(**kwargs)
+        return answer.get("events", []), answer.get("nextForwardToken")
+
+    # -- STS ---------------------------------------------------------------------------
+
+    def whoami(self) -> dict:
+        with translate("asking STS who this is"):
+            return self.client("sts").get_caller_identity()
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    match = re.match(r"^s3://([^/]+)/?(.*)$", uri)
+    if not match:
+        raise UsageError(f"{uri!r} is not an s3://bucket/key URI.")
+    return match.group(1), match.group(2)
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def translate(doing: str, request: dict | None = None):
+    """Turn botocore's exceptions into one-line DlErrors with a fix."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
+    try:
+        yield
+    except DlError:
+        raise
+    except (NoCredentialsError, PartialCredentialsError):
+        raise CredentialsError(
+            f"No AWS credentials found while {doing}.",
+            "Run `aws configure` (or `aws sso login`), or set AWS_PROFILE.",
+        ) from None
+    except NoRegionError:
+        raise UsageError("No AWS region configured.", "Set DL_REGION or add region under [aws] in dl.toml.") from None
+    except EndpointConnectionError as exc:
+        raise AwsError(f"Cannot reach AWS while {doing} ({exc}).", "Check the network and AWS_ENDPOINT_URL.") from None
+    except ClientError as exc:
+        raise classify(exc, doing, request) from None
+
+
+def classify(exc, doing: str, request: dict | None = None) -> AwsError:
+    """One ClientError → one actionable AwsError."""
+    code = _code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    instance = (request or {}).get("ResourceConfig", {}).get("InstanceType", "this instance type")
+    if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",
+                "UnrecognizedClientException", "SignatureDoesNotMatch", "InvalidAccessKeyId"):  # fmt: skip
+        return CredentialsError(
+            f"AWS rejected the credentials while {doing} ({code}).",
+            "Refresh them: `aws sso login` or `aws configure`; check AWS_PROFILE.",
+        )
+    if code in ("AccessDenied", "AccessDeniedException", "403", "Forbidden"):
+        action = re.search(r"perform: ([\w:*-]+)", message)
+        what = f" is not allowed to {action.group(1)}" if action else " lacks a permission"
+        return AwsError(
+            f"Access denied while {doing}: your identity{what}.",
+            "Grant it in IAM (dl's infra/ template has the least-privilege policy), or use another profile.",
+        )
+    if code == "ResourceLimitExceeded":
+        spot = " (spot)" if (request or {}).get("EnableManagedSpotTraining") else ""
+        return QuotaError(
+            f"Your SageMaker quota for {instance}{spot} training is too low ({message.rstrip('.')}).",
+            "New accounts start at 0: request an increase in Service Quotas > Amazon SageMaker > "
+            f"'{instance} for training job usage'{' (spot)' if spot else ''}, or pick another --gpu.",
+        )
+    if code in ("CapacityError", "InsufficientInstanceCapacity") or "capacity" in message.lower():
+        return AwsError(
+            f"AWS has no capacity for {instance} right now ({message.rstrip('.')}).",
+            "Try --spot with a longer wait, another --gpu, or another region.",
+        )
+    if code == "ValidationException" and "role" in message.lower() and ("assume" in message.lower()):
+        return AwsError(
+            f"SageMaker cannot assume the execution role ({message.rstrip('.')}).",
+            "The role must trust sagemaker.amazonaws.com; `dl infra deploy` creates one, `dl doctor` checks it.",
+        )
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+        return AwsError(
+            f"The bucket is in another region than the one configured ({message.rstrip('.')}).",
+            "Set DL_REGION to the bucket's region, or use a bucket in this region.",
+        )
+    if code in ("NoSuchBucket",):
+        return AwsError(
+            f"The S3 bucket does not exist ({message.rstrip('.')}).", "Run `dl infra deploy` or set DL_BUCKET."
+        )
+    if code in ("ThrottlingException", "Throttling", "SlowDown", "TooManyRequestsException"):
+        return AwsError(
+            f"AWS kept throttling dl while {doing}, even after retries.",
+            "Wait a minute and try again; many parallel dl commands share one API rate.",
+        )
+    if code == "ResourceNotFound" or code == "ValidationException" and "not found" in message.lower():
+        return AwsError(f"{message.rstrip('.')} (while {doing}).", "Check the run id with `dl runs`.")
+    return AwsError(
+        f"AWS said {code or 'error'} while {doing}: {message.rstrip('.')}.", "Rerun with --debug for details."
+    )
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL")

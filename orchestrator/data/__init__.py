@@ -1,0 +1,1 @@
+"""Data files shipped with dl: instances.json (the SageMaker instance catalog)."""
