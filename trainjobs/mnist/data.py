@@ -39,9 +39,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = math.prod(shape) * dtype.itemsize
     if len(data) - offset != expected:
         problem = "truncated" if len(data) - offset < expected else "trailing bytes"
-        raise ValueError(
-            f"{path}: {problem}: shape {shape} needs {expected} data bytes, file has {len(data) - offset}"
-        )
+        raise ValueError(f"{path}: {problem}: shape {shape} needs {expected} data bytes, file has {len(data) - offset}")
     array = np.frombuffer(data, dtype, count=math.prod(shape), offset=offset).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
