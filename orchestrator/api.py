@@ -10,9 +10,9 @@ boto3 unless the work needs it.
 
 from __future__ import annotations
 
-import os
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -258,38 +258,73 @@ def stop(run_id: str, *, grace: float = 60.0) -> Run:
 PULL_CHOICES = ("best", "last", "all")
 
 
-def pull(run_id: str, *, to: Path | None = None, which: str = "best") -> list[Path]:
-    """Copy the model and checkpoints of a run into ``to`` (default ``./<run-id>``).
+@dataclass
+class PullItem:
+    """One artifact and where it lands; ``verify`` raises ArtifactError for a bad file."""
+
+    artifact: Artifact
+    dest: Path
+    verify: Callable[[Path], None] | None = None
+
+
+@dataclass
+class PullResult:
+    dest: Path
+    planned: list[PullItem]
+    fetched: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    unpacked: list[Path] = field(default_factory=list)
+    bytes: int = 0
+    resumed_bytes: int = 0
+
+
+def pull(
+    run_id: str, *, to: Path | None = None, which: str = "best", dry_run: bool = False, progress: bool | None = None
+) -> PullResult:
+    """Bring the model and checkpoints of a run into ``to`` (default ``./<run-id>``).
 
     ``which``: best (the best checkpoint, or last when the job monitors nothing), last,
-    or all (every checkpoint plus metrics). Each file is verified and renamed into place
-    only when complete; a corrupt checkpoint is reported by name.
+    or all (every checkpoint plus metrics). pull() never leaves a partial file in place:
+    each file is verified and renamed into place only when complete (a corrupt checkpoint
+    is reported by name), files already there and unchanged are skipped, and an
+    interrupted pull continues where it stopped. A model archive is unpacked beside itself.
     """
     if which not in PULL_CHOICES:
         raise UsageError(f"Unknown choice {which!r}.", f"Use one of {', '.join(PULL_CHOICES)}.")
     store = open_store()
     run = store.get(run_id)
     backend = get_backend(run.target)
-    found = backend.artifacts(run)
-    selected = select_artifacts(found, which)
-    if not any(a.kind == "checkpoint" for a in selected) and not any(a.kind == "model" for a in selected):
+    selected = select_artifacts(backend.artifacts(run), which)
+    if not any(a.kind in ("checkpoint", "model") for a in selected):
         state = "" if run.status.is_terminal else f" (it is {run.status.value})"
         raise ArtifactError(f"Run {run.id} has no checkpoints or model yet{state}.", "Check `dl show` and `dl logs`.")
-    dest = (to or Path.cwd() / run.id).expanduser()
-    written = []
+    dest = (to or Path.cwd() / run.id).expanduser().resolve()
+    items = []
     for artifact in selected:
         folder = {"model": "model", "checkpoint": "checkpoints", "metrics": "metrics"}[artifact.kind]
-        final = dest / folder / artifact.name
-        partial = backend.fetch(run, artifact, final.with_name(f".{final.name}.pulling"))
-        try:
-            if final.suffix == ".ckpt":
-                verify_checkpoint(partial, name=f"{artifact.name} of run {run.id}")
-        except ArtifactError:
-            partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, final)
-        written.append(final)
-    return written
+        check = None
+        if artifact.name.endswith(".ckpt"):
+            label = f"{artifact.name} of run {run.id}"
+            check = functools.partial(verify_checkpoint, name=label)
+        items.append(PullItem(artifact, dest / folder / artifact.name, check))
+    result = PullResult(dest, items)
+    if dry_run:
+        return result
+    report = backend.download(run, items, dest, progress=progress)
+    result.fetched, result.skipped = report.fetched, report.skipped
+    result.bytes, result.resumed_bytes = report.bytes, report.resumed_bytes
+    for item in items:
+        if item.dest.name.endswith(".tar.gz"):
+            result.unpacked += _unpack(item.dest, fresh=item.dest in report.fetched)
+    return result
+
+
+def _unpack(archive: Path, *, fresh: bool) -> list[Path]:
+    """Unpack a model/output archive beside itself (again only when it was just fetched)."""
+    from orchestrator.packaging import safe_extract
+
+    names = safe_extract(archive, archive.parent, dry_run=not fresh)
+    return [archive.parent / name for name in names]
 
 
 def select_artifacts(found: list[Artifact], which: str) -> list[Artifact]:

@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import PackageError
+from orchestrator.errors import ArtifactError, PackageError
 from orchestrator.jobs import Job
 
 ENTRY_POINT = "dl_entry.py"
@@ -264,15 +264,29 @@ def build_package(job: Job, cache_dir: Path, max_mb: float) -> Package:
 
 def extract_package(archive: Path, dest: Path) -> None:
     """Extract a package safely: no absolute paths, no '..', no links or devices."""
+    try:
+        safe_extract(archive, dest)
+    except ArtifactError as exc:
+        raise PackageError(exc.message, "Rebuild the package.") from None
+
+
+def safe_extract(archive: Path, dest: Path, *, dry_run: bool = False) -> list[str]:
+    """Extract a .tar.gz into ``dest`` refusing anything that could land outside it (absolute
+    paths, '..', links, devices); return the names of its files. ``dry_run`` only checks."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
-    with tarfile.open(archive, "r:gz") as tar:
-        members = tar.getmembers()
-        for member in members:
-            target = (root / member.name).resolve()
-            if not (member.isfile() or member.isdir()) or root not in (target, *target.parents):
-                raise PackageError(f"{archive} holds an unsafe entry {member.name!r}.", "Rebuild the package.")
-        tar.extractall(root, members=members, filter="data")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                target = (root / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or root not in (target, *target.parents):
+                    raise ArtifactError(f"{archive} holds an unsafe entry {member.name!r}.")
+            if not dry_run:
+                tar.extractall(root, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArtifactError(f"{archive} is not a readable .tar.gz ({exc}).", "Pull it again.") from None
+    return [m.name.lstrip("./") for m in members if m.isfile()]
 
 
 def _mb(size: int) -> str:

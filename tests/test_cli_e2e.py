@@ -95,11 +95,19 @@ def test_pull_brings_back_checkpoints_that_load(in_finished_home, tmp_path):
         assert model.hparams.lr == 0.002
         assert model(images).shape == (3, 10)
 
+    unchanged = invoke("pull", in_finished_home["id"], "--to", str(dest))
+    assert unchanged.exit_code == 0 and "Pulled 0 files" in unchanged.stdout
+    assert "3 already here and unchanged" in unchanged.stdout  # model.ckpt, dl_model.json, best.ckpt
+
+    listed = invoke("pull", in_finished_home["id"], "--to", str(tmp_path / "nowhere"), "--all", "--dry-run")
+    assert listed.exit_code == 0 and "last.ckpt" in listed.stdout and "Would pull" in listed.stdout
+    assert not (tmp_path / "nowhere").exists()
+
     again = invoke("pull", in_finished_home["id"], "--to", str(dest), "--all")
     assert again.exit_code == 0
     names = {p.name for p in dest.rglob("*") if p.is_file()}
     assert {"best.ckpt", "last.ckpt", "model.ckpt", "metrics.csv", "summary.json"} <= names
-    assert not [n for n in names if n.endswith(".pulling")]
+    assert not [n for n in names if n.endswith(".dlpart")]
 
 
 def test_detached_launch_returns_at_once_and_the_run_completes(dl_home):

@@ -70,8 +70,9 @@ class Backend(Protocol):
     def artifacts(self, run: Run) -> list[Artifact]:
         """The run's model, checkpoints and metrics files, as they are now."""
 
-    def fetch(self, run: Run, artifact: Artifact, dest: Path) -> Path:
-        """Copy one artifact to ``dest``. Never leaves a partial file at ``dest``."""
+    def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
+        """Bring ``items`` (api.PullItem: artifact, dest under ``root``, verify) here; return a
+        transfer.Report. Never leaves a partial file at a destination; skips unchanged files."""
 
     def follow(self, run: Run) -> Iterator[str]:
         """Yield log lines as they are written until the run ends."""

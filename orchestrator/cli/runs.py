@@ -138,21 +138,39 @@ def pull(
     best: bool = typer.Option(False, "--best", help="The best checkpoint (the default)."),
     last: bool = typer.Option(False, "--last", help="The last checkpoint."),
     all_: bool = typer.Option(False, "--all", help="Every checkpoint, the model and the metrics."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be transferred; transfer nothing."),
 ) -> None:
-    """Copy a run's model and checkpoints to this machine.
+    """Bring a run's model and checkpoints to this machine.
 
-    The model (model.ckpt: final weights and hyperparameters) always comes along; pulled
-    checkpoints load with the job's LightningModule.load_from_checkpoint.
+    The model always comes along (model.ckpt: final weights and hyperparameters); pulled
+    checkpoints load with the job's LightningModule.load_from_checkpoint. Files already
+    here and unchanged are skipped; an interrupted pull continues where it stopped.
 
     \b
     [bold]Examples[/bold]
       dl pull mnist-20261125-1930-a1b2
       dl pull mnist-20261125-1930-a1b2 --last --to ./ckpts
+      dl pull mnist-20261125-1930-a1b2 --all --dry-run
     """
     if sum((best, last, all_)) > 1:
         raise UsageError("--best, --last and --all exclude each other.", "Pick one.")
     which = "all" if all_ else "last" if last else "best"
-    written = api.pull(run_id, to=to, which=which)
-    for path in written:
+    result = api.pull(run_id, to=to, which=which, dry_run=dry_run)
+    if dry_run:
+        for item in result.planned:
+            size = render.size(item.artifact.size) if item.artifact.size is not None else "?"
+            typer.echo(f"  {item.artifact.location} -> {item.dest}  ({size})")
+        typer.echo(
+            f"Would pull {len(result.planned)} file{'s' if len(result.planned) != 1 else ''} into {result.dest}."
+        )
+        return
+    for path in result.fetched + result.unpacked:
         typer.echo(f"  {path}  ({render.size(path.stat().st_size)})")
-    typer.echo(f"Pulled {len(written)} file{'s' if len(written) != 1 else ''} from {run_id}.")
+    summary = (
+        f"Pulled {len(result.fetched)} file{'s' if len(result.fetched) != 1 else ''} ({render.size(result.bytes)})"
+    )
+    if result.skipped:
+        summary += f", {len(result.skipped)} already here and unchanged"
+    if result.resumed_bytes:
+        summary += f", continued {render.size(result.resumed_bytes)} from an earlier pull"
+    typer.echo(f"{summary} into {result.dest}.")

@@ -232,12 +232,35 @@ class LocalBackend:
                     found.append(Artifact(path.name, kind, str(path), path.stat().st_size))
         return found
 
-    def fetch(self, run: Run, artifact: Artifact, dest: Path) -> Path:
-        source = Path(artifact.location)
-        if not source.is_file():
-            raise ArtifactError(f"{artifact.name} of run {run.id} is gone from {source}.")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-        return dest
+    def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
+        """Copy artifacts out of the run folder: verified, renamed into place, unchanged ones skipped."""
+        from orchestrator.transfer import Report, load_manifest, save_manifest
+
+        manifest = load_manifest(root)
+        report = Report()
+        for item in items:
+            source = Path(item.artifact.location)
+            if not source.is_file():
+                raise ArtifactError(f"{item.artifact.name} of run {run.id} is gone from {source}.")
+            stat = source.stat()
+            key = str(item.dest.relative_to(root))
+            stamp = {"source": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            entry = manifest.get(key, {})
+            if item.dest.is_file() and {k: entry.get(k) for k in stamp} == stamp:
+                report.skipped.append(item.dest)
+                continue
+            item.dest.parent.mkdir(parents=True, exist_ok=True)
+            part = item.dest.with_name(f".{item.dest.name}.dlpart")
+            shutil.copyfile(source, part)
+            try:
+                if item.verify is not None:
+                    item.verify(part)
+            except ArtifactError:
+                part.unlink(missing_ok=True)
+                raise
+            os.replace(part, item.dest)
+            manifest[key] = stamp
+            save_manifest(root, manifest)
+            report.fetched.append(item.dest)
+            report.bytes += stat.st_size
+        return report

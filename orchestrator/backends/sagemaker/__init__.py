@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.backends.base import Artifact, Capability, LaunchSpec
 from orchestrator.backends.sagemaker import request as req
-from orchestrator.errors import ArtifactError, UsageError
+from orchestrator.errors import UsageError
 from orchestrator.store import Run, RunStatus, Store
 
 # Managed spot usually saves 60-90% against on-demand; estimates use 70% off.
@@ -325,18 +325,20 @@ class SageMakerBackend:
                 found.append(Artifact("output.tar.gz", "metrics", output, meta.size, meta.etag))
         return found
 
-    def fetch(self, run: Run, artifact: Artifact, dest: Path) -> Path:
-        bucket, key = _split(artifact.location)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _aws(run).download(bucket, key, dest)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
-        if artifact.size is not None and dest.stat().st_size != artifact.size:
-            dest.unlink(missing_ok=True)
-            raise ArtifactError(f"{artifact.name} of run {run.id} arrived incomplete.", "Pull again.")
-        return dest
+    def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
+        """Parallel, resumable, verified S3 downloads (orchestrator.transfer)."""
+        from orchestrator.backends.sagemaker.aws import translate
+        from orchestrator.transfer import Progress, Transfer, download_all
+
+        transfers = []
+        for item in items:
+            bucket, key = _split(item.artifact.location)
+            size, etag = item.artifact.size or 0, item.artifact.etag or ""
+            transfers.append(Transfer(bucket, key, size, etag, item.dest, item.verify))
+        aws = _aws(run)
+        total = sum(t.size for t in transfers)
+        with translate(f"pulling {run.id}"):
+            return download_all(aws.client("s3"), transfers, root, progress=Progress(total, enabled=progress))
 
 
 def _split(uri: str) -> tuple[str, str]:
