@@ -125,9 +125,68 @@ def plan(
             for name, path in (data or {}).items()}  # fmt: skip
     package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb())
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    if options.get("from_run"):
+        if INIT_CHANNEL in data:
+            raise UsageError(f"--from uses the data channel {INIT_CHANNEL!r}; --data {INIT_CHANNEL}=... clashes.")
+        data[INIT_CHANNEL] = warm_start_source(options.pop("from_run"), target)
+    if options.pop("from_optimizer", False):
+        if INIT_CHANNEL not in data:
+            raise UsageError("--from-optimizer needs --from RUN.")
+        params["init_optimizer"] = True
     the_plan = Plan(job, target, params, data, package, options)
     backend.check(the_plan.spec)
     return the_plan
+
+
+def resume(run_id: str) -> tuple[Run, bool]:
+    """Continue a Failed or Stopped run from its last checkpoint, with its own package, parameters
+    and checkpoint folder. Returns (run, started); a Completed run is returned untouched."""
+    store = open_store()
+    run = refresh(store, store.get(run_id))
+    backend = get_backend(run.target)
+    if Capability.RESUME not in backend.capabilities:
+        raise UsageError(
+            f"Run {run.id} ran on {run.target}; SageMaker resumes spot interruptions by itself.",
+            f"To continue it as a new run: dl launch {run.job} --target {run.target} --from {run.id}:last",
+        )
+    if run.status is RunStatus.COMPLETED:
+        return run, False
+    if not run.status.is_terminal:
+        raise UsageError(f"Run {run.id} is still {run.status.value}.", f"Stop it first: dl stop {run.id}")
+    attempts = int(run.backend_state.get("attempts", 1)) + 1
+    # Forget the old processes first, so nobody takes the restarted run for a dead one.
+    store.merge_backend_state(run.id, attempts=attempts, stop_requested=False, pid=None, pid_start=None)
+    store.mark_resumed(run.id)
+    backend.resume(store, store.get(run.id))
+    return store.get(run.id), True
+
+
+INIT_CHANNEL = "init"
+
+
+def warm_start_source(ref: str, target: str) -> str:
+    """``RUN[:best|:last]`` → where the new run finds that checkpoint: a local folder for the local
+    target (fetched from S3 first if the run was in the cloud), an S3 URI or a local file for sagemaker."""
+    run_id, _, which = ref.partition(":")
+    which = which or "best"
+    if which not in ("best", "last"):
+        raise UsageError(f"--from {ref!r}: after ':' comes best or last.", "Example: --from RUN:last")
+    store = open_store()
+    source = store.get(run_id)
+    backend = get_backend(source.target)
+    found = [a for a in select_artifacts(backend.artifacts(source), which) if a.kind == "checkpoint"]
+    if not found:
+        raise ArtifactError(f"Run {source.id} has no {which} checkpoint to start from.", "Check `dl show`.")
+    artifact = found[0]
+    if target != "local" and artifact.location.startswith("s3://"):
+        return artifact.location
+    if target != "local":
+        return artifact.location  # a local file: the cloud backend uploads it under its hash
+    folder = settings.dl_home() / "cache" / "init" / f"{source.id}-{artifact.name.removesuffix('.ckpt')}"
+    label = f"{artifact.name} of run {source.id}"
+    item = PullItem(artifact, folder / artifact.name, functools.partial(verify_checkpoint, name=label))
+    backend.download(source, [item], folder, progress=False)
+    return str(folder)
 
 
 def describe(the_plan: Plan) -> dict:
@@ -232,6 +291,33 @@ def logs(run_id: str, *, follow: bool = False) -> Iterator[str]:
     if path is None or not path.exists():
         raise ArtifactError(f"Run {run.id} has no log yet.", "It may still be starting; try again.")
     return backend.follow(run, store if follow else None)
+
+
+def checkpoints(run: Run) -> list[dict]:
+    """The run's checkpoint manifest (file, step, epoch, monitored value, size, sha256, written_at)."""
+    backend = get_backend(run.target)
+    entries = backend.checkpoint_manifest(run)
+    return sorted(entries, key=lambda e: e.get("written_at") or "")
+
+
+def stale_checkpoint_warning(run: Run, entries: list[dict], now: float | None = None) -> str | None:
+    """For a running cloud run: say so when the newest checkpoint is older than the epochs suggest."""
+    if run.status.is_terminal or run.target == "local" or not entries or not run.started_at:
+        return None
+    import calendar
+
+    now = now or time.time()
+    newest = max(calendar.timegm(time.strptime(e["written_at"], "%Y-%m-%dT%H:%M:%SZ")) for e in entries)
+    epochs = max(1, max(int(e.get("epoch") or 0) for e in entries) + 1)
+    per_epoch = (newest - run.started_at) / epochs
+    allowed = max(15 * 60, 3 * per_epoch)
+    age = now - newest
+    if age <= allowed:
+        return None
+    return (
+        f"The newest checkpoint is {int(age // 60)} minutes old, but epochs take about {int(per_epoch // 60) or 1}"
+        " minutes: checkpoints may have stopped syncing to S3. Check `dl logs` for errors."
+    )
 
 
 def wait(run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Run:

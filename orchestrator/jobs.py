@@ -102,6 +102,7 @@ TRAINER_PARAMS: dict[str, Param] = {
         Param("limit_train_batches", "batches", 1.0, "Train batches per epoch: a count or a fraction"),
         Param("limit_val_batches", "batches", 1.0, "Validation batches per epoch: a count or a fraction"),
         Param("fast_dev_run", "bool", False, "Run one train and one validation batch, then stop (smoke test)"),
+        Param("init_optimizer", "bool", False, "With --from: restore the optimizer state as well as the weights"),
     )
 }
 

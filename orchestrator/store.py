@@ -48,6 +48,11 @@ _TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED}
 TERMINAL_VALUES = tuple(s.value for s in _TERMINAL)
 
 _JSON_FIELDS = ("params", "metrics", "data", "backend_state")
+# What a backend records that users and scripts may read (`dl show`, `--json` under "backend").
+PUBLIC_BACKEND_KEYS = (
+    "region", "instance_type", "nodes", "spot", "arn", "secondary_status", "price_per_hour",
+    "billable_seconds", "training_seconds", "cost_usd", "spot_savings",
+)  # fmt: skip
 
 
 @dataclass
@@ -91,7 +96,8 @@ class Run:
         out["checkpoints"] = out.pop("checkpoint_uri")
         out["model"] = out.pop("model_uri")
         out["output"] = out.pop("output_uri")
-        out.pop("backend_state")
+        state = out.pop("backend_state")
+        out["backend"] = {k: state[k] for k in PUBLIC_BACKEND_KEYS if state.get(k) is not None}
         return out
 
 
@@ -312,6 +318,16 @@ class Store:
             RunStatus.IN_PROGRESS,
             allowed_from=(RunStatus.PENDING,),
             started_at=started_at or time.time(),
+        )
+
+    def mark_resumed(self, run_id: str) -> bool:
+        """A Failed or Stopped run starts again (dl resume): back to Pending, outcome cleared."""
+        return self._transition(
+            run_id,
+            RunStatus.PENDING,
+            allowed_from=(RunStatus.FAILED, RunStatus.STOPPED),
+            ended_at=None,
+            failure_reason=None,
         )
 
     def mark_stopping(self, run_id: str) -> bool:

@@ -19,6 +19,7 @@ class Capability(StrEnum):
     FOLLOW_LOGS = "follow_logs"
     PULL = "pull"
     SMOKE_TEST = "smoke_test"
+    RESUME = "resume"
 
 
 @dataclass
@@ -66,6 +67,9 @@ class Backend(Protocol):
     def stop(self, store: Store, run: Run, grace: float) -> Run:
         """Ask the run to stop, saving a checkpoint; force it after ``grace`` seconds.
         stop() on a run in a terminal state returns it unchanged."""
+
+    def checkpoint_manifest(self, run: Run) -> list[dict]:
+        """Entries of the runtime's checkpoint manifest.json, as far as it can be read now."""
 
     def artifacts(self, run: Run) -> list[Artifact]:
         """The run's model, checkpoints and metrics files, as they are now."""

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from orchestrator import __version__, settings
 from orchestrator.errors import DlError
 
-_ORDER = ["jobs", "launch", "runs", "show", "logs", "stop", "pull", "gpus", "config"]
+_ORDER = ["jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "gpus", "config"]
 
 
 class _Group(TyperGroup):

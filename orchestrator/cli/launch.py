@@ -47,6 +47,10 @@ def launch(
     framework_version: str = typer.Option(None, "--framework-version", metavar="VER", help="PyTorch DLC version."),
     region: str = typer.Option(None, "--region", metavar="REGION", help="AWS region (default from config)."),
     profile: str = typer.Option(None, "--profile", metavar="NAME", help="AWS profile."),
+    from_run: str = typer.Option(
+        None, "--from", metavar="RUN[:best|:last]", help="Start from another run's checkpoint (weights)."
+    ),
+    from_optimizer: bool = typer.Option(False, "--from-optimizer", help="With --from: the optimizer state too."),
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
     detach: bool = typer.Option(False, "--detach", help="Return at once with the run id (the default)."),
@@ -66,6 +70,7 @@ def launch(
       dl launch mnist --data train=./mnist-idx/ --name digits-v2
       dl launch mnist --gpu A10G --spot --max-hours 2
       dl launch mnist --gpu A100:8 --nodes 2 --data train=s3://bucket/mnist/
+      dl launch mnist --from mnist-20261125-1930-a1b2:best --set lr=0.0005
       dl launch ./my_job --gpu --dry-run
     """
     if follow and detach:
@@ -79,7 +84,7 @@ def launch(
     options = {
         "gpu": gpu, "instance_type": instance_type, "nodes": nodes, "spot": spot, "max_hours": max_hours,
         "volume_gb": volume_gb, "image": image, "framework_version": framework_version, "region": region,
-        "profile": profile,
+        "profile": profile, "from_run": from_run, "from_optimizer": from_optimizer or None,
     }  # fmt: skip
     plan = api.plan(
         job,
@@ -103,10 +108,10 @@ def launch(
     if not follow:
         typer.echo(f"  follow:  dl logs {run.id} --follow\n  status:  dl show {run.id}")
         return
-    _follow(run.id)
+    follow_run(run.id)
 
 
-def _follow(run_id: str) -> None:
+def follow_run(run_id: str) -> None:
     try:
         for chunk in api.logs(run_id, follow=True):
             typer.echo(chunk, nl=False)

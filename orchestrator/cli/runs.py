@@ -50,7 +50,7 @@ def show(
     """
     run = api.show(run_id)
     if as_json:
-        render.print_json(run.to_json())
+        render.print_json({**run.to_json(), "checkpoint_manifest": api.checkpoints(run)})
         return
     rows = [
         ("Run", run.id),
@@ -73,6 +73,7 @@ def show(
     ]
     for key, title in (("log_uri", "Logs"), ("checkpoint_uri", "Checkpoints"), ("model_uri", "Model")):
         rows.append((title, getattr(run, key) or "-"))
+    rows += _cloud_rows(run.backend_state)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key.ljust(width)}  {value}")
@@ -80,6 +81,35 @@ def show(
     _section("Metrics (final)", {k: f"{v:.6g}" for k, v in run.metrics.items()})
     if run.data:
         _section("Data", run.data)
+    entries = api.checkpoints(run)
+    if entries:
+        typer.echo("\nCheckpoints")
+        rows = []
+        for e in entries:
+            value = f"{e['monitor']}={e['value']:.4g}" if e.get("monitor") and e.get("value") is not None else "-"
+            rows.append([e["file"], str(e["epoch"]), str(e["step"]), value, render.size(e["size"]),
+                         e["written_at"], e["sha256"][:12]])  # fmt: skip
+        headers = ["FILE", "EPOCH", "STEP", "METRIC", "SIZE", "WRITTEN", "SHA256"]
+        typer.echo("  " + render.table(headers, rows).replace("\n", "\n  "))
+    warning = api.stale_checkpoint_warning(run, entries)
+    if warning:
+        typer.secho(f"\nWarning: {warning}", fg="yellow")
+
+
+def _cloud_rows(state: dict) -> list[tuple[str, str]]:
+    rows = []
+    if state.get("instance_type"):
+        nodes = state.get("nodes") or 1
+        spot = ", spot" if state.get("spot") else ""
+        rows.append(("Instance", f"{nodes} x {state['instance_type']} in {state.get('region', '?')}{spot}"))
+    if state.get("secondary_status"):
+        rows.append(("Phase", state["secondary_status"]))
+    if state.get("billable_seconds") is not None:
+        cost = f"${state.get('cost_usd', 0.0):.2f} estimated for {render.duration(state['billable_seconds'])} billed"
+        if state.get("spot_savings"):
+            cost += f" (spot saved {state['spot_savings']:.0%})"
+        rows.append(("Cost", cost))
+    return rows
 
 
 def _section(title: str, values: dict) -> None:
@@ -129,6 +159,33 @@ def stop(
         return
     run = api.stop(run_id, grace=grace)
     typer.echo(f"{run.id} {run.status.value}. Resume later from its last checkpoint.")
+
+
+@app.command(no_args_is_help=True)
+def resume(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
+) -> None:
+    """Continue a Failed or Stopped local run from its last checkpoint.
+
+    Same package, parameters and checkpoint folder: the step count goes on from the checkpoint.
+    A Completed run is left as it is.
+
+    \b
+    [bold]Examples[/bold]
+      dl resume mnist-20261125-1930-a1b2
+      dl resume mnist-20261125-1930-a1b2 --follow
+    """
+    run, started = api.resume(run_id)
+    if not started:
+        typer.echo(f"{run.id} already Completed; nothing to resume.")
+        return
+    attempt = run.backend_state.get("attempts", 2)
+    typer.echo(f"Resumed {run.id} (attempt {attempt}) from its last checkpoint.")
+    if follow:
+        from orchestrator.cli.launch import follow_run
+
+        follow_run(run.id)
 
 
 @app.command(no_args_is_help=True)

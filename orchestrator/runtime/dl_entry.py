@@ -171,13 +171,15 @@ def _callbacks(spec: dict, contract: Contract):
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     monitor = spec.get("monitor")
-    checkpoint = ModelCheckpoint(
+    # Two callbacks: Lightning only refreshes a save_last checkpoint when top-k saved in the same
+    # step, so last.ckpt would lag behind whenever the metric did not improve.
+    last = ModelCheckpoint(dirpath=contract.checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    best = ModelCheckpoint(
         dirpath=contract.checkpoint_dir,
         filename="best",
         monitor=monitor,
         mode=spec.get("mode", "min"),
-        save_top_k=1 if monitor else 0,
-        save_last=True,
+        save_top_k=1,
         enable_version_counter=False,
     )
 
@@ -212,14 +214,15 @@ def _callbacks(spec: dict, contract: Contract):
             print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({took:.1f}s)", flush=True)
             self.started = time.time()
 
-    return checkpoint, [checkpoint, SaveOnStop(), EpochMetrics()]
+    return best, ([best] if monitor else []) + [last, SaveOnStop(), EpochMetrics()]
 
 
-def _atomic_checkpoint_io():
+def _atomic_checkpoint_io(contract: Contract, monitor: str | None):
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
-        """Write to a temporary file in the same folder and rename: never a half-written checkpoint."""
+        """Write to a temporary file in the same folder and rename: never a half-written checkpoint.
+        Each checkpoint in the checkpoint folder is then recorded in its manifest.json."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
             import torch
@@ -232,8 +235,78 @@ def _atomic_checkpoint_io():
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+            if path.parent.resolve() == contract.checkpoint_dir.resolve():
+                record_checkpoint(path, checkpoint, monitor)
 
     return AtomicCheckpointIO()
+
+
+def record_checkpoint(path: Path, checkpoint: dict, monitor: str | None) -> None:
+    """Update ``manifest.json`` beside ``path``: file, step, epoch, monitored value, size, sha256, time."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = None
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        # The callback that monitors the metric has it in its state key: ModelCheckpoint{'monitor': 'val_acc', ...}
+        if monitor and f"'monitor': '{monitor}'" in str(key) and isinstance(state, dict):
+            score = state.get("best_model_score") if path.name == "best.ckpt" else state.get("current_score")
+            value = float(score) if score is not None else None
+    manifest_path = path.parent / "manifest.json"
+    try:
+        entries = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        entries = {}
+    entries[path.name] = {
+        "file": path.name,
+        "step": int(checkpoint.get("global_step", 0)),
+        "epoch": int(checkpoint.get("epoch", 0)),
+        "monitor": monitor,
+        "value": value,
+        "size": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = manifest_path.with_name(f".manifest.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, manifest_path)
+
+
+def warm_start_checkpoint(contract: Contract) -> Path | None:
+    """The checkpoint given as the ``init`` channel (``dl launch --from RUN``), if any."""
+    folder = contract.data_dirs.get("init")
+    if not folder or not Path(folder).is_dir():
+        return None
+    found = sorted(Path(folder).rglob("*.ckpt"))
+    if len(found) != 1:
+        raise ValueError(f"the init channel {folder} should hold exactly one .ckpt file, found {len(found)}")
+    return found[0]
+
+
+def warm_start(model, path: Path, with_optimizer: bool):
+    """Load weights from ``path`` into ``model``; return a callback that restores the optimizer too."""
+    import lightning as L
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    print(f"dl: warm start from {path.name} (epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')})")
+    if not with_optimizer:
+        return None
+    states = checkpoint.get("optimizer_states") or []
+
+    class RestoreOptimizer(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            if len(states) != len(trainer.optimizers):
+                raise ValueError(f"{path.name} has {len(states)} optimizer states, the job {len(trainer.optimizers)}")
+            for optimizer, state in zip(trainer.optimizers, states):
+                optimizer.load_state_dict(state)
+            print("dl: optimizer state restored too", flush=True)
+
+    return RestoreOptimizer()
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -284,6 +357,11 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
     L.seed_everything(values["seed"], workers=True, verbose=False)
     model, data = build(spec, values, contract)
     checkpoint, callbacks = _callbacks(spec, contract)
+    resume = None if values["fast_dev_run"] else resume_checkpoint(contract.checkpoint_dir)
+    init = warm_start_checkpoint(contract)
+    if init is not None and resume is None:  # a run that resumes itself continues its own state
+        restore = warm_start(model, init, values["init_optimizer"])
+        callbacks += [restore] if restore else []
     trainer = L.Trainer(
         accelerator="auto",
         devices=contract.num_gpus if contract.num_gpus > 0 else "auto",
@@ -295,13 +373,12 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
         limit_val_batches=_limit(values["limit_val_batches"]),
         fast_dev_run=values["fast_dev_run"],
         callbacks=callbacks,
-        plugins=[_atomic_checkpoint_io()],
+        plugins=[_atomic_checkpoint_io(contract, spec.get("monitor"))],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(contract.output_data_dir),
     )
-    resume = None if values["fast_dev_run"] else resume_checkpoint(contract.checkpoint_dir)
     if resume is not None:
         print(f"dl: resuming from {resume}", flush=True)
     trainer.fit(model, datamodule=data, ckpt_path=str(resume) if resume else None)

@@ -118,7 +118,9 @@ def check_data(data: dict[str, str]) -> None:
 
 class LocalBackend:
     name = "local"
-    capabilities = frozenset({Capability.STOP, Capability.FOLLOW_LOGS, Capability.PULL, Capability.SMOKE_TEST})
+    capabilities = frozenset(
+        {Capability.STOP, Capability.FOLLOW_LOGS, Capability.PULL, Capability.SMOKE_TEST, Capability.RESUME}
+    )
 
     def check(self, spec: LaunchSpec) -> None:
         for option in ("gpu", "instance_type", "nodes", "image"):
@@ -150,6 +152,16 @@ class LocalBackend:
             model_uri=str(base / "model"),
             output_uri=str(base / "output"),
         )
+        self._start_supervisor(store, run, base)
+
+    def resume(self, store: Store, run: Run) -> None:
+        """Start a Failed or Stopped run again in its own folder; the runtime continues from last.ckpt."""
+        base = Path(run.backend_state["run_dir"])
+        for stale in (base / "output" / contract.FAILURE_FILE, base / "output" / contract.SUCCESS_FILE):
+            stale.unlink(missing_ok=True)
+        self._start_supervisor(store, run, base)
+
+    def _start_supervisor(self, store: Store, run: Run, base: Path) -> None:
         with open(log_file(base), "ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.backends.local.supervisor", str(store.home), run.id],
@@ -217,6 +229,15 @@ class LocalBackend:
             process.wait_exit(pid, start, 5.0)
         store.mark_finished(run.id, RunStatus.STOPPED)
         return store.get(run.id)
+
+    def checkpoint_manifest(self, run: Run) -> list[dict]:
+        import json
+
+        path = Path(run.checkpoint_uri or "") / "manifest.json"
+        try:
+            return list(json.loads(path.read_text()).values())
+        except (OSError, ValueError, AttributeError):
+            return []
 
     def artifacts(self, run: Run) -> list[Artifact]:
         found: list[Artifact] = []

@@ -74,13 +74,37 @@ def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
     )
 
 
+INIT_CHANNEL = "init"
+
+
+def _local_uploads(spec: LaunchSpec, placement: req.Placement) -> dict[str, tuple[Path, str]]:
+    """Local files among the channels (a --from checkpoint) and the content-addressed S3 URI each goes to."""
+    import hashlib
+
+    uploads = {}
+    for name, path in spec.data.items():
+        if "://" in path:
+            continue
+        file = Path(path)
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest = digest.hexdigest()
+        uploads[name] = (file, placement.s3("init", digest, file.name))
+    return uploads
+
+
 def request_for(run_id: str, spec: LaunchSpec, placement: req.Placement, git_commit: str | None) -> dict:
+    data = dict(spec.data)
+    for name, (_, uri) in _local_uploads(spec, placement).items():
+        data[name] = uri
     return req.build_request(
         run_id=run_id,
         job_name=spec.job.name,
         monitor=spec.job.monitor,
         params=spec.params,
-        data=spec.data,
+        data=data,
         package_sha256=spec.package.sha256,
         git_commit=git_commit,
         placement=placement,
@@ -117,6 +141,8 @@ class SageMakerBackend:
 
     def check(self, spec: LaunchSpec) -> None:
         for name, uri in spec.data.items():
+            if name == INIT_CHANNEL and Path(uri).is_file():
+                continue  # a local checkpoint for --from: uploaded under its hash at submit
             if not uri.startswith("s3://"):
                 raise UsageError(
                     f"Channel {name} is a local path ({uri}); SageMaker reads channels from S3.",
@@ -151,6 +177,9 @@ class SageMakerBackend:
         existing = aws.head(package_uri)
         if existing is None or existing.size != spec.package.size:
             aws.upload(spec.package.path, package_uri)
+        for file, uri in _local_uploads(spec, placement).values():
+            if aws.head(uri) is None:
+                aws.upload(file, uri)
         prefix = req.run_prefix(placement, run.id)
         store.merge_backend_state(
             run.id,
@@ -304,6 +333,21 @@ class SageMakerBackend:
         return self.refresh(store, store.get(run.id))
 
     # -- artifacts -----------------------------------------------------------------------
+
+    def checkpoint_manifest(self, run: Run) -> list[dict]:
+        """The runtime's manifest.json, synced to the checkpoint prefix with the checkpoints."""
+        import json
+
+        if not run.checkpoint_uri:
+            return []
+        aws = _aws(run)
+        bucket, key = _split(run.checkpoint_uri.rstrip("/") + "/manifest.json")
+        if aws.head(f"s3://{bucket}/{key}") is None:
+            return []
+        try:
+            return list(json.loads(aws.read(bucket, key)).values())
+        except (ValueError, AttributeError):
+            return []
 
     def artifacts(self, run: Run) -> list[Artifact]:
         aws = _aws(run)
