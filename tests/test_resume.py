@@ -131,7 +131,9 @@ def test_warm_start_from_another_runs_best_checkpoint(dl_home):
     source = launched_id(invoke("launch", "mnist", "--set", "max_epochs=4", "--follow").stdout)
     source_acc = _run(source)["metrics"]["val_acc"]
 
-    warm = invoke("launch", "mnist", "--from", f"{source}:best", "--from-optimizer", "--set", "max_epochs=1", "--follow")
+    warm = invoke(
+        "launch", "mnist", "--from", f"{source}:best", "--from-optimizer", "--set", "max_epochs=1", "--follow"
+    )
     assert warm.exit_code == 0, warm.output
     warm_id = launched_id(warm.stdout)
     log = _log(warm_id)
