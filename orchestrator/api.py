@@ -212,6 +212,12 @@ def start(the_plan: Plan, *, name: str | None = None) -> Run:
     """Start the run that ``the_plan`` describes."""
     store = open_store()
     run_id = _valid_run_name(name) if name else new_run_id(the_plan.job.name)
+    if store.exists(run_id):
+        raise UsageError(f"A run named {run_id!r} already exists.", "Pick another --name.")
+    backend = get_backend(the_plan.target)
+    ready = getattr(backend, "ready", None)
+    if ready is not None:
+        ready(the_plan.spec)  # settings and credentials, before anything is recorded
     commit, dirty = git_info(the_plan.job.path)
     run = Run(
         id=run_id,
@@ -228,7 +234,7 @@ def start(the_plan: Plan, *, name: str | None = None) -> Run:
     )
     store.insert(run)
     try:
-        get_backend(the_plan.target).submit(store, run, the_plan.spec)
+        backend.submit(store, run, the_plan.spec)
     except BaseException as exc:
         store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {exc}")
         raise
@@ -287,8 +293,8 @@ def logs(run_id: str, *, follow: bool = False) -> Iterator[str]:
     backend = get_backend(run.target)
     if follow and Capability.FOLLOW_LOGS not in backend.capabilities:
         raise BackendError(f"The {run.target} target cannot follow logs.")
-    path = backend.log_path(run)
-    if path is None or not path.exists():
+    path = backend.log_path(run)  # None: the backend reads its logs elsewhere (CloudWatch)
+    if path is not None and not path.exists():
         raise ArtifactError(f"Run {run.id} has no log yet.", "It may still be starting; try again.")
     return backend.follow(run, store if follow else None)
 

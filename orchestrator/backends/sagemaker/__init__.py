@@ -148,6 +148,20 @@ class SageMakerBackend:
                     f"Channel {name} is a local path ({uri}); SageMaker reads channels from S3.",
                     f"Upload it first (aws s3 sync {uri} s3://BUCKET/data/{name}/) and pass that URI.",
                 )
+        # An unknown GPU or a count no instance type has is bad input: say so before a run is recorded.
+        from orchestrator.catalog import choose
+
+        cfg = settings_for(spec)
+        choose(cfg.gpu or None, cfg.instance_type or None, nodes=int(spec.options.get("nodes") or 1))
+
+    def ready(self, spec: LaunchSpec) -> None:
+        """Everything a real launch needs besides AWS itself: settings, and credentials to sign with."""
+        from orchestrator.backends.sagemaker.aws import has_credentials
+        from orchestrator.config import require
+
+        cfg = settings_for(spec)
+        require(cfg, "region", "bucket", "role_arn", purpose="the sagemaker target")
+        has_credentials(cfg.region, cfg.session_kwargs().get("profile_name"))
 
     def describe(self, spec: LaunchSpec, run_id: str, git_commit: str | None) -> dict:
         """What a launch would send and cost; sends nothing."""
@@ -169,8 +183,8 @@ class SageMakerBackend:
 
     def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
         placement = placement_for(spec)
+        # botocore validates the request against the service model before sending it (see aws.translate).
         request = request_for(run.id, spec, placement, run.git_commit)
-        req.validate(request)
         profile = settings_for(spec).session_kwargs().get("profile_name")
         aws = _aws(placement.region, profile)
         package_uri = req.package_uri(placement, spec.package.sha256)
@@ -379,10 +393,12 @@ class SageMakerBackend:
             bucket, key = _split(item.artifact.location)
             size, etag = item.artifact.size or 0, item.artifact.etag or ""
             transfers.append(Transfer(bucket, key, size, etag, item.dest, item.verify))
-        aws = _aws(run)
         total = sum(t.size for t in transfers)
         with translate(f"pulling {run.id}"):
-            return download_all(aws.client("s3"), transfers, root, progress=Progress(total, enabled=progress))
+            # The client is made only if something needs fetching: a pull with nothing new makes none.
+            return download_all(
+                lambda: _aws(run).client("s3"), transfers, root, progress=Progress(total, enabled=progress)
+            )
 
 
 def _split(uri: str) -> tuple[str, str]:

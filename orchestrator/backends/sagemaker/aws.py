@@ -48,11 +48,26 @@ def _session(region: str | None, profile: str | None):
         ) from None
 
 
+def has_credentials(region: str | None, profile: str | None) -> None:
+    """Raise CredentialsError when boto3's chain finds no credentials (no request is made)."""
+    if _session(region, profile).get_credentials() is None:
+        raise CredentialsError(
+            "No AWS credentials found.", "Run `aws configure` (or `aws sso login`), or set AWS_PROFILE."
+        )
+
+
 def _config():
     from botocore.config import Config
 
-    # Adaptive retries back off on throttling and 5xx before an error reaches the user.
-    return Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+    # Adaptive retries back off on throttling and 5xx before an error reaches the user. A retry
+    # mode or attempt count set the standard way (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS) is left to
+    # botocore: a key given here would override it.
+    retries = {}
+    if not os.environ.get("AWS_RETRY_MODE"):
+        retries["mode"] = "adaptive"
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = 8
+    return Config(retries=retries, connect_timeout=10, read_timeout=60)
 
 
 @dataclass
@@ -93,9 +108,17 @@ class Aws:
         return ObjectInfo(key, meta["ContentLength"], meta["ETag"].strip('"'))
 
     def upload(self, path: Path, uri: str) -> None:
+        from boto3.exceptions import S3UploadFailedError
+
         bucket, key = split_s3(uri)
         with translate(f"uploading to s3://{bucket}/{key}"):
-            self.client("s3").upload_file(str(path), bucket, key)
+            try:
+                self.client("s3").upload_file(str(path), bucket, key)
+            except S3UploadFailedError as exc:
+                # boto3 wraps the ClientError (NoSuchBucket, AccessDenied, ...) it failed with.
+                if exc.__context__ is not None:
+                    raise exc.__context__ from None
+                raise
 
     def list_objects(self, uri: str) -> list[ObjectInfo]:
         bucket, prefix = split_s3(uri)
@@ -192,6 +215,7 @@ def translate(doing: str, request: dict | None = None):
         EndpointConnectionError,
         NoCredentialsError,
         NoRegionError,
+        ParamValidationError,
         PartialCredentialsError,
     )
 
@@ -203,6 +227,11 @@ def translate(doing: str, request: dict | None = None):
         raise CredentialsError(
             f"No AWS credentials found while {doing}.",
             "Run `aws configure` (or `aws sso login`), or set AWS_PROFILE.",
+        ) from None
+    except ParamValidationError as exc:
+        problems = " ".join(str(exc).split())
+        raise UsageError(
+            f"dl built an invalid request while {doing}: {problems}", "This is a dl bug; please report it."
         ) from None
     except NoRegionError:
         raise UsageError("No AWS region configured.", "Set DL_REGION or add region under [aws] in dl.toml.") from None
