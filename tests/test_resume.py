@@ -161,3 +161,25 @@ def test_show_lists_the_checkpoint_manifest(dl_home):
         assert entry["size"] == (folder / name).stat().st_size
     text = invoke("show", run_id).stdout
     assert "Checkpoints" in text and "last.ckpt" in text
+
+
+def test_a_cloud_run_whose_checkpoints_stopped_syncing_gets_a_warning():
+    import calendar
+    import time
+
+    from orchestrator.api import stale_checkpoint_warning
+    from orchestrator.store import Run, RunStatus
+
+    started = calendar.timegm(time.strptime("2026-11-25T10:00:00Z", "%Y-%m-%dT%H:%M:%SZ"))
+    run = Run(id="r", job="mnist", target="sagemaker", status=RunStatus.IN_PROGRESS, started_at=started)
+    # Three epochs in 30 minutes: one checkpoint every ~10 minutes.
+    entries = [{"file": "last.ckpt", "epoch": 2, "written_at": "2026-11-25T10:30:00Z"}]
+    fresh = started + 40 * 60
+    late = started + 90 * 60
+    assert stale_checkpoint_warning(run, entries, now=fresh) is None
+    warning = stale_checkpoint_warning(run, entries, now=late)
+    assert warning is not None and "60 minutes old" in warning and "stopped syncing" in warning
+    finished = Run(id="r", job="mnist", target="sagemaker", status=RunStatus.COMPLETED, started_at=started)
+    assert stale_checkpoint_warning(finished, entries, now=late) is None
+    local = Run(id="r", job="mnist", target="local", status=RunStatus.IN_PROGRESS, started_at=started)
+    assert stale_checkpoint_warning(local, entries, now=late) is None
