@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from orchestrator import __version__, settings
 from orchestrator.errors import DlError
 
-_ORDER = ["jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "gpus", "config"]
+_ORDER = ["jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "gpus", "config", "infra", "doctor"]
 
 
 class _Group(TyperGroup):
@@ -87,7 +87,9 @@ def _root(
 
 
 from orchestrator.cli import config as _config  # noqa: E402,F401
+from orchestrator.cli import doctor as _doctor  # noqa: E402,F401
 from orchestrator.cli import gpus as _gpus  # noqa: E402,F401
+from orchestrator.cli import infra as _infra  # noqa: E402,F401
 from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers commands)
 from orchestrator.cli import launch as _launch  # noqa: E402,F401
 from orchestrator.cli import runs as _runs  # noqa: E402,F401

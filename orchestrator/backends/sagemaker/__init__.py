@@ -146,7 +146,8 @@ class SageMakerBackend:
             if not uri.startswith("s3://"):
                 raise UsageError(
                     f"Channel {name} is a local path ({uri}); SageMaker reads channels from S3.",
-                    f"Upload it first (aws s3 sync {uri} s3://BUCKET/data/{name}/) and pass that URI.",
+                    f"Upload it under the bucket's prefix (aws s3 sync {uri} s3://BUCKET/PREFIX/data/{name}/)"
+                    " and pass that URI.",
                 )
         # An unknown GPU or a count no instance type has is bad input: say so before a run is recorded.
         from orchestrator.catalog import choose
