@@ -3,14 +3,22 @@
 ``download_all`` fetches S3 objects into local files:
 
 - an object already pulled and unchanged (same ETag and size in the folder's manifest, same
-  size on disk) is skipped, so a second pull with nothing new costs one listing;
-- each object streams into ``.<name>.dlpart`` beside its destination; a pull that is killed
-  leaves the part, and the next one continues it with a ranged GET (``If-Match`` the same
-  ETag), instead of starting over;
-- a connection that drops mid-object is retried from the byte it reached;
-- a finished object is checked (size; MD5 for single-part ETags; the caller's own check, e.g.
-  that a checkpoint is a sound zip) before it is renamed into place, and its sha256 goes
-  into the manifest (``.dl-pull.json``).
+  size on disk) is skipped, so a second pull with nothing new costs one listing and makes no
+  S3 client at all;
+- each object streams into ``.<name>.dlpart`` beside its destination (the ETag it belongs to
+  in ``.<name>.etag``); a pull that is killed leaves the part, and the next one continues it
+  with a ranged GET (``If-Match`` the same ETag) instead of starting over;
+- a connection that drops mid-object is retried from the byte it reached: at once while the
+  attempts bring new bytes, with a growing pause when they do not, and given up after
+  ``ATTEMPTS`` in a row that bring nothing;
+- a finished object is checked before it is renamed into place: its size; its bytes against
+  S3's own checksum (the full-object checksum botocore checks while a whole-object GET
+  streams, or else the MD5 of a single-part ETag); and the caller's own check, e.g. that a
+  checkpoint is a sound zip. Its sha256, computed while it streams, goes into the manifest
+  (``.dl-pull.json``).
+
+Every byte is hashed as it arrives, so a file is read back only by the caller's check. Parts
+are fsynced before the rename, so a file in place is a whole file even after a power cut.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +38,8 @@ from orchestrator.errors import ArtifactError
 
 MANIFEST = ".dl-pull.json"
 CHUNK = 1024 * 1024
-ATTEMPTS = 6
+ATTEMPTS = 6  # attempts in a row that bring no new byte before an object is given up
+SAVE_EVERY = 0.5  # seconds between manifest saves while a pull runs (and one at its end)
 
 
 @dataclass
@@ -45,6 +54,15 @@ class Transfer:
     @property
     def part(self) -> Path:
         return self.dest.with_name(f".{self.dest.name}.dlpart")
+
+    @property
+    def marker(self) -> Path:
+        """Holds the ETag of the object version the part file is a prefix of."""
+        return self.dest.with_name(f".{self.dest.name}.etag")
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass
@@ -106,17 +124,62 @@ def save_manifest(folder: Path, manifest: dict) -> None:
 
 def unchanged(transfer: Transfer, manifest: dict, root: Path) -> bool:
     entry = manifest.get(str(transfer.dest.relative_to(root)))
-    return bool(
-        entry
-        and entry.get("etag") == transfer.etag
-        and entry.get("size") == transfer.size
-        and transfer.dest.is_file()
-        and transfer.dest.stat().st_size == transfer.size
-    )
+    if not (entry and entry.get("etag") == transfer.etag and entry.get("size") == transfer.size):
+        return False
+    try:
+        return transfer.dest.stat().st_size == transfer.size
+    except OSError:
+        return False
+
+
+class _Book:
+    """The manifest of one pull: an entry per finished file, saved every SAVE_EVERY seconds and at the end.
+
+    A pull killed between two saves loses only the entries of files it finished since the last
+    one; the next pull fetches those again, never trusts a file without an entry.
+    """
+
+    def __init__(self, root: Path, manifest: dict, report: Report) -> None:
+        self.root, self.manifest, self.report = root, manifest, report
+        self._lock = threading.Lock()
+        self._saved = time.monotonic()
+        self._dirty = False
+
+    def record(self, transfer: Transfer, resumed: int, sha256: str) -> None:
+        with self._lock:
+            self.manifest[str(transfer.dest.relative_to(self.root))] = {
+                "key": transfer.uri,
+                "etag": transfer.etag,
+                "size": transfer.size,
+                "sha256": sha256,
+                "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            self.report.fetched.append(transfer.dest)
+            self.report.bytes += transfer.size - resumed
+            self.report.resumed_bytes += resumed
+            self._dirty = True
+            if time.monotonic() - self._saved >= SAVE_EVERY:
+                self._save()
+
+    def save(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._save()
+
+    def _save(self) -> None:
+        save_manifest(self.root, self.manifest)
+        self._saved, self._dirty = time.monotonic(), False
 
 
 def download_all(client, transfers: list[Transfer], root: Path, *, workers: int = 8, progress=None) -> Report:
-    """Fetch ``transfers`` (destinations under ``root``) with ``client`` (a boto3 S3 client)."""
+    """Fetch ``transfers`` (destinations under ``root``); skip those already there and unchanged.
+
+    ``client`` is a boto3 S3 client, or a function that makes one: it is called only when
+    something needs fetching. Objects go largest first. An object that fails (corrupt, gone,
+    unreachable) does not stop the others; the first failure is raised once they are done, and
+    each object finished by then is in place and in the manifest. Ctrl-C stops every object at
+    its next chunk, keeping its part for the next pull.
+    """
     manifest = load_manifest(root)
     report = Report()
     todo = []
@@ -125,103 +188,211 @@ def download_all(client, transfers: list[Transfer], root: Path, *, workers: int 
             report.skipped.append(transfer.dest)
         else:
             todo.append(transfer)
-    progress = progress or Progress(sum(t.size for t in todo))
-    lock = threading.Lock()
+    if not todo:
+        return report
+    todo.sort(key=lambda t: t.size, reverse=True)
+    progress = progress or Progress(0)
+    progress.total = sum(t.size for t in todo)
+    s3 = client() if callable(client) else client
+    book = _Book(root, manifest, report)
+    stop = threading.Event()
 
     def one(transfer: Transfer) -> None:
-        resumed, digest = _fetch(client, transfer, progress)
-        with lock:
-            manifest[str(transfer.dest.relative_to(root))] = {
-                "key": f"s3://{transfer.bucket}/{transfer.key}",
-                "etag": transfer.etag,
-                "size": transfer.size,
-                "sha256": digest,
-                "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            save_manifest(root, manifest)
-            report.fetched.append(transfer.dest)
-            report.bytes += transfer.size - resumed
-            report.resumed_bytes += resumed
+        resumed, sha256 = _fetch(s3, transfer, progress, stop)
+        book.record(transfer, resumed, sha256)
 
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="dl-pull")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
-            for future in [pool.submit(one, t) for t in todo]:
-                future.result()
+        futures = [pool.submit(one, t) for t in todo]
+        wait(futures)
+    except BaseException:  # Ctrl-C: stop every object at its next chunk
+        stop.set()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        book.save()
         progress.close()
+    failed = [(t, f.exception()) for t, f in zip(todo, futures, strict=True) if f.exception() is not None]
+    if failed:
+        transfer, error = failed[0]
+        if len(failed) > 1 and isinstance(error, ArtifactError):
+            others = ", ".join(t.dest.name for t, _ in failed[1:4]) + (", ..." if len(failed) > 4 else "")
+            raise ArtifactError(f"{error.message} ({len(failed) - 1} more failed: {others})", error.hint) from None
+        raise error
     return report
 
 
-def _fetch(client, transfer: Transfer, progress: Progress) -> tuple[int, str]:
-    """Stream one object into its part file, continuing a previous part; return (bytes resumed, sha256)."""
-    transfer.dest.parent.mkdir(parents=True, exist_ok=True)
-    part, marker = transfer.part, transfer.part.with_suffix(".etag")
-    if part.exists() and (not marker.is_file() or marker.read_text() != transfer.etag):
-        part.unlink()  # a part of another version of the object
-    if part.exists() and part.stat().st_size > transfer.size:
-        part.unlink()
-    marker.write_text(transfer.etag)
-    resumed = part.stat().st_size if part.exists() else 0
-    progress.add(resumed)
-    attempt = 0
-    while True:
-        offset = part.stat().st_size if part.exists() else 0
-        if offset >= transfer.size:
-            break
-        try:
-            _stream(client, transfer, part, offset, progress)
-        except Exception as exc:  # a dropped connection, a 5xx after botocore's retries
-            attempt += 1
-            if _code(exc) in ("PreconditionFailed", "412"):
-                part.unlink(missing_ok=True)
-                raise ArtifactError(
-                    f"s3://{transfer.bucket}/{transfer.key} changed during the pull.", "Pull again."
-                ) from None
-            if attempt >= ATTEMPTS:
-                raise ArtifactError(
-                    f"Downloading s3://{transfer.bucket}/{transfer.key} kept failing ({type(exc).__name__}: {exc}).",
-                    "Run the same pull again: it continues where it stopped.",
-                ) from None
-            time.sleep(min(0.2 * 2**attempt, 5.0))
-    digest = _check(transfer, part)
-    os.replace(part, transfer.dest)
-    marker.unlink(missing_ok=True)
-    return resumed, digest
+class _Stopped(Exception):
+    """The pull is being stopped (Ctrl-C); the part file stays for the next one."""
 
 
-def _stream(client, transfer: Transfer, part: Path, offset: int, progress: Progress) -> None:
-    kwargs = {"Bucket": transfer.bucket, "Key": transfer.key, "IfMatch": f'"{transfer.etag}"'}
-    if offset:
-        kwargs["Range"] = f"bytes={offset}-"
-    body = client.get_object(**kwargs)["Body"]
+class _Digest:
+    """sha256 of the part's bytes so far, in order, and their MD5 from when it is wanted."""
+
+    def __init__(self, etag: str) -> None:
+        self.sha = hashlib.sha256()
+        self.md5 = None
+        self.size = 0
+        self._md5_etag = len(etag) == 32 and "-" not in etag  # a multipart ETag is no MD5
+
+    def update(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        if self.md5 is not None:
+            self.md5.update(chunk)
+        self.size += len(chunk)
+
+    def want_md5(self, part: Path) -> None:
+        """Track the MD5 too (needed unless one GET brought the whole object under S3's checksum)."""
+        if self.md5 is None and self._md5_etag:
+            self.md5 = hashlib.md5()
+            self._read(part, self.size, self.md5)
+
+    def continue_from(self, part: Path, size: int) -> None:
+        """Start from an earlier pull's part of ``size`` bytes (what follows comes by ranged GET)."""
+        self.md5 = hashlib.md5() if self._md5_etag else None
+        self._read(part, size, self.sha, self.md5)
+        self.size = size
+
+    def reset(self) -> None:
+        self.sha, self.md5, self.size = hashlib.sha256(), None, 0
+
+    @staticmethod
+    def _read(part: Path, size: int, *hashes) -> None:
+        left = size
+        with open(part, "rb") as handle:
+            while left > 0:
+                block = handle.read(min(CHUNK, left))
+                if not block:
+                    break
+                left -= len(block)
+                for digest in hashes:
+                    if digest is not None:
+                        digest.update(block)
+
+
+def _fetch(s3, transfer: Transfer, progress: Progress, stop: threading.Event) -> tuple[int, str]:
+    """Stream one object into its part file (continuing an earlier part), check it, rename it into
+    place; returns (bytes continued from an earlier pull, sha256)."""
+    part = transfer.part
+    resumed = _continuable(transfer)
+    digest = _Digest(transfer.etag)
+    if resumed:
+        digest.continue_from(part, resumed)
+        progress.add(resumed)
     with open(part, "ab") as out:
-        for chunk in iter(lambda: body.read(CHUNK), b""):
-            out.write(chunk)
-            progress.add(len(chunk))
+        whole = _download(s3, transfer, out, digest, progress, stop)
         out.flush()
         os.fsync(out.fileno())
+    sha256 = _check(transfer, digest, whole)
+    os.replace(part, transfer.dest)
+    transfer.marker.unlink(missing_ok=True)
+    return resumed, sha256
 
 
-def _check(transfer: Transfer, part: Path) -> str:
-    size = part.stat().st_size
-    if size != transfer.size:
-        part.unlink()
-        raise ArtifactError(f"s3://{transfer.bucket}/{transfer.key} arrived with {size} of {transfer.size} bytes.")
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(part, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            sha.update(block)
-            md5.update(block)
-    if "-" not in transfer.etag and len(transfer.etag) == 32 and md5.hexdigest() != transfer.etag:
-        part.unlink()
-        raise ArtifactError(f"s3://{transfer.bucket}/{transfer.key} arrived corrupt (MD5 differs from its ETag).")
-    if transfer.verify is not None:
+def _continuable(transfer: Transfer) -> int:
+    """Bytes of an earlier part of this very object version to continue from; any other part is removed."""
+    part, marker = transfer.part, transfer.marker
+    try:
+        size = part.stat().st_size
+    except FileNotFoundError:
+        transfer.dest.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+    if size:
         try:
-            transfer.verify(part)
-        except ArtifactError:
-            part.unlink()
+            same = marker.read_text() == transfer.etag
+        except OSError:
+            same = False
+        if same and size <= transfer.size:
+            return size
+        part.unlink()  # a part of another version of the object
+    marker.write_text(transfer.etag)
+    part.unlink(missing_ok=True)
+    return 0
+
+
+def _download(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, stop: threading.Event) -> bool:
+    """GETs until the part holds the whole object; True when one GET brought all of it under S3's checksum."""
+    whole, failures = False, 0
+    while digest.size < transfer.size:
+        offset = digest.size
+        try:
+            whole = _stream(s3, transfer, out, digest, progress, stop)
+        except (_Stopped, ArtifactError):
             raise
-    return sha.hexdigest()
+        except Exception as exc:  # a dropped connection, a 5xx after botocore's own retries, a bad checksum
+            if _code(exc) in ("PreconditionFailed", "412"):
+                out.close()
+                transfer.part.unlink(missing_ok=True)
+                transfer.marker.unlink(missing_ok=True)
+                raise ArtifactError(f"{transfer.uri} changed during the pull.", "Pull again.") from None
+            if type(exc).__name__ == "FlexibleChecksumError":  # the bytes differ from S3's checksum: start over
+                out.truncate(0)
+                progress.add(-digest.size)
+                digest.reset()
+            failures = 0 if digest.size > offset else failures + 1
+            if failures >= ATTEMPTS:
+                raise ArtifactError(
+                    f"Downloading {transfer.uri} kept failing ({type(exc).__name__}: {exc}).",
+                    "Run the same pull again: it continues where it stopped.",
+                ) from None
+            if failures and stop.wait(min(0.2 * 2**failures, 5.0)):
+                raise _Stopped() from None
+    return whole
+
+
+def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, stop: threading.Event) -> bool:
+    """One GET from the part's end; True when it was the whole object and botocore checked its checksum."""
+    kwargs = {"Bucket": transfer.bucket, "Key": transfer.key, "IfMatch": f'"{transfer.etag}"'}
+    if digest.size:
+        kwargs["Range"] = f"bytes={digest.size}-"
+    body = s3.get_object(**kwargs)["Body"]
+    whole = not digest.size and _checksummed(body)
+    if not whole:
+        out.flush()
+        digest.want_md5(transfer.part)
+    try:
+        while chunk := body.read(CHUNK):
+            if stop.is_set():
+                raise _Stopped()
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise ArtifactError(
+                    f"Cannot write {transfer.part} ({exc.strerror}).", "Free some disk space, or pull --to elsewhere."
+                ) from None
+            digest.update(chunk)
+            progress.add(len(chunk))
+    finally:
+        body.close()
+    return whole
+
+
+def _checksummed(body) -> bool:
+    """Whether botocore checks this body against the object's full checksum at its end (it raises
+    FlexibleChecksumError on a mismatch); S3 sends one for whole-object GETs of objects that have one."""
+    from botocore.httpchecksum import StreamingChecksumBody
+
+    return isinstance(body, StreamingChecksumBody)
+
+
+def _check(transfer: Transfer, digest: _Digest, whole: bool) -> str:
+    """The part is the object: size, S3's checksum or MD5, the caller's check. Removes a bad part."""
+    part = transfer.part
+    try:
+        size = part.stat().st_size
+        if size != transfer.size or digest.size != size:
+            raise ArtifactError(f"{transfer.uri} arrived with {size} of {transfer.size} bytes.", "Pull again.")
+        if not whole:
+            digest.want_md5(part)
+            if digest.md5 is not None and digest.md5.hexdigest() != transfer.etag:
+                raise ArtifactError(f"{transfer.uri} arrived corrupt (MD5 differs from its ETag).", "Pull again.")
+        if transfer.verify is not None:
+            transfer.verify(part)
+    except ArtifactError:
+        part.unlink(missing_ok=True)
+        transfer.marker.unlink(missing_ok=True)
+        raise
+    return digest.sha.hexdigest()
 
 
 def _code(exc: Exception) -> str:

@@ -8,6 +8,7 @@ import typer
 
 from orchestrator import config
 from orchestrator.cli import app, render
+from orchestrator.tomledit import toml_value
 
 config_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode="rich")
 app.add_typer(config_app, name="config")
@@ -91,7 +92,7 @@ def set_(
     """
     section, name, parsed = config.coerce(key, value)
     path = config.write_settings({section: {name: parsed}})
-    typer.echo(f"Set {section}.{name} = {config.toml_value(parsed)} in {path}")
+    typer.echo(f"Set {section}.{name} = {toml_value(parsed)} in {path}")
     if section != "tags":
         source = config.load_settings().sources[name]
         if not source.startswith(config.FILE_NAME):

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import typer
-from typer.core import TyperCommand
 
 from orchestrator.cli import app, render
+from orchestrator.cli.options import OptionalGpuCommand
 
 _MARKS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red"), "skip": ("-", None)}
 
 
-class _DoctorCommand(TyperCommand):
-    """Lets ``--gpu`` stand alone, as in ``dl launch``: it then means "any one GPU"."""
-
-    def parse_args(self, ctx, args):
-        fixed: list[str] = []
-        for i, arg in enumerate(args):
-            fixed.append(arg)
-            if arg == "--gpu" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-                fixed.append("any")
-        return super().parse_args(ctx, fixed)
-
-
-@app.command(cls=_DoctorCommand)
+@app.command(cls=OptionalGpuCommand)
 def doctor(
     gpu: str = typer.Option(
         None, "--gpu", metavar="[MODEL[:N]]", help="Check the quota for this GPU (default: config's, else any one)."

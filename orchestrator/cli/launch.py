@@ -7,26 +7,14 @@ import tempfile
 from pathlib import Path
 
 import typer
-from typer.core import TyperCommand
 
 from orchestrator import api
 from orchestrator.cli import app, render
+from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 
 
-class _LaunchCommand(TyperCommand):
-    """Lets ``--gpu`` stand alone (``dl launch mnist --gpu``): it then means "any one GPU"."""
-
-    def parse_args(self, ctx, args):
-        fixed: list[str] = []
-        for i, arg in enumerate(args):
-            fixed.append(arg)
-            if arg == "--gpu" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-                fixed.append("any")
-        return super().parse_args(ctx, fixed)
-
-
-@app.command(no_args_is_help=True, cls=_LaunchCommand)
+@app.command(no_args_is_help=True, cls=OptionalGpuCommand)
 def launch(
     job: str = typer.Argument(..., metavar="JOB", help="Job name (see `dl jobs`) or path to a job folder."),
     local: bool = typer.Option(False, "--local", help="Run on this machine."),
