@@ -147,12 +147,14 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def _download_prefix(s3, uri: str, dest: Path) -> None:
-    """Copy every object under an S3 prefix into ``dest``, keeping the paths below the prefix."""
+    """Copy every object whose key starts with the S3 prefix into ``dest``, as SageMaker's S3Prefix
+    does: paths are kept below the prefix's last '/', so a prefix naming one object gives that file."""
     bucket, prefix = _split(uri)
     dest.mkdir(parents=True, exist_ok=True)
+    folder = prefix if prefix.endswith("/") or "/" not in prefix else prefix.rsplit("/", 1)[0] + "/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix) :].lstrip("/")
+            relative = item["Key"][len(folder) :].lstrip("/")
             if relative and not relative.endswith("/"):
                 target = dest / relative
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ def dies_while_saving(tmp_path) -> Path:
     checkpoint and then the process SIGKILLs itself (once: a marker file keeps the resume alive)."""
     job = tmp_path / "jobs" / "fragile"
     shutil.copytree(MNIST, job, ignore=shutil.ignore_patterns("__pycache__"))
-    fault = '''
+    fault = """
 
 import io as _io
 import os as _os
@@ -103,7 +103,7 @@ def _save_then_die(obj, f, *args, **kwargs):
 
 
 _torch.save = _save_then_die
-'''
+"""
     (job / "model.py").write_text((job / "model.py").read_text() + fault)
     return job
 
@@ -183,3 +183,68 @@ def test_a_cloud_run_whose_checkpoints_stopped_syncing_gets_a_warning():
     assert stale_checkpoint_warning(finished, entries, now=late) is None
     local = Run(id="r", job="mnist", target="local", status=RunStatus.IN_PROGRESS, started_at=started)
     assert stale_checkpoint_warning(local, entries, now=late) is None
+
+
+def test_an_unreadable_last_checkpoint_is_named_set_aside_and_the_best_one_used(dl_home):
+    run_id = launched_id(invoke("launch", "mnist", *STEADY).stdout)
+    wait_for(lambda: "epoch 3/6" in _log(run_id), what="three epochs")
+    from orchestrator import api
+
+    os.killpg(api.show(run_id).backend_state["pid"], signal.SIGKILL)
+    wait_for(lambda: _run(run_id)["terminal"], what="the kill to be noticed")
+    folder = Path(_run(run_id)["checkpoints"])
+    (folder / "last.ckpt").write_bytes(b"PK\x03\x04 torn by a crash")  # a checkpoint that does not load
+
+    resumed = invoke("resume", run_id, "--follow")
+    assert resumed.exit_code == 0, resumed.output
+    log = _log(run_id)
+    assert f"dl: checkpoint {folder / 'last.ckpt'} does not load" in log
+    assert f"dl: resuming from {folder / 'best.ckpt'}" in log
+    aside = list(folder.glob("last.ckpt.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"PK\x03\x04 torn by a crash"  # kept, not deleted
+    assert _run(run_id)["status"] == "Completed"
+    assert _step(folder / "last.ckpt") > 0
+
+
+def test_warm_starts_cross_targets(aws, moto_endpoint, tmp_path):
+    """A local run's checkpoint seeds a SageMaker run (uploaded under its hash), and a SageMaker
+    run's checkpoint seeds a local one (fetched from S3). moto only records training jobs, so
+    the cloud run's training is played by tests/sagemaker_double.py."""
+    import hashlib
+
+    from tests.sagemaker_double import play_training_job
+
+    local = launched_id(invoke("launch", "mnist", "--local", *TINY_LOCAL, "--follow").stdout)
+    best = Path(_run(local)["checkpoints"]) / "best.ckpt"
+    digest = hashlib.sha256(best.read_bytes()).hexdigest()
+    launched = invoke("launch", "mnist", "--gpu", "T4", "--from", f"{local}:best", *TINY_LOCAL, "--json")
+    assert launched.exit_code == 0, launched.output
+    cloud = json.loads(launched.stdout)["id"]
+    sm = aws.client("sagemaker", endpoint_url=moto_endpoint)
+    [channel] = sm.describe_training_job(TrainingJobName=cloud)["InputDataConfig"]
+    uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+    assert channel["ChannelName"] == "init" and uri == f"s3://dl-test-bucket/dl/init/{digest}/"
+    key = f"dl/init/{digest}/best.ckpt"
+    body = aws.client("s3", endpoint_url=moto_endpoint).get_object(Bucket="dl-test-bucket", Key=key)["Body"]
+    assert hashlib.sha256(body.read()).hexdigest() == digest
+
+    played = play_training_job(aws, cloud, tmp_path / "container", endpoint_url=moto_endpoint)
+    assert played.returncode == 0, played.output
+    assert "dl: warm start from best.ckpt" in played.output  # the cloud run began from the local weights
+
+    back = invoke("launch", "mnist", "--local", "--from", f"{cloud}:last", *TINY_LOCAL, "--follow")
+    assert back.exit_code == 0, back.output
+    assert "dl: warm start from last.ckpt" in _log(launched_id(back.stdout))
+
+    # Cloud to cloud: the source run's checkpoint object is copied server-side into its own folder.
+    again = json.loads(invoke("launch", "mnist", "--gpu", "T4", "--from", f"{cloud}:best", "--json").stdout)
+    [channel] = sm.describe_training_job(TrainingJobName=again["id"])["InputDataConfig"]
+    folder = channel["DataSource"]["S3DataSource"]["S3Uri"]
+    assert folder.startswith("s3://dl-test-bucket/dl/init/s3-") and folder.endswith("/")
+    listed = aws.client("s3", endpoint_url=moto_endpoint).list_objects_v2(
+        Bucket="dl-test-bucket", Prefix=folder.split("/", 3)[3]
+    )
+    assert [o["Key"].rsplit("/", 1)[1] for o in listed["Contents"]] == ["best.ckpt"]
+
+
+TINY_LOCAL = ["--set", "max_epochs=2", "--set", "limit_train_batches=3", "--set", "limit_val_batches=2"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,28 +78,41 @@ def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
 INIT_CHANNEL = "init"
 
 
-def _local_uploads(spec: LaunchSpec, placement: req.Placement) -> dict[str, tuple[Path, str]]:
-    """Local files among the channels (a --from checkpoint) and the content-addressed S3 URI each goes to."""
+@dataclass
+class _Staged:
+    """A warm-start checkpoint staged as a one-file S3 folder, so the ``init`` channel is unambiguous."""
+
+    source: str  # a local file, or the s3:// URI of one object
+    folder: str  # s3://.../init/<id>/  (what the channel names)
+    key_uri: str  # s3://.../init/<id>/<file name>
+
+
+def _staged(spec: LaunchSpec, placement: req.Placement) -> dict[str, _Staged]:
+    """Channels that name a single checkpoint (``--from``): a local file goes under its sha256, an
+    S3 object is copied server-side under a hash of its URI. Computing this sends nothing."""
     import hashlib
 
-    uploads = {}
+    staged = {}
     for name, path in spec.data.items():
-        if "://" in path:
+        if path.endswith("/") or (path.startswith("s3://") and not path.endswith(".ckpt")):
             continue
-        file = Path(path)
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest = digest.hexdigest()
-        uploads[name] = (file, placement.s3("init", digest, file.name))
-    return uploads
+        if path.startswith("s3://"):
+            ident = "s3-" + hashlib.sha256(path.encode()).hexdigest()[:24]
+        else:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            ident = digest.hexdigest()
+        folder = placement.s3("init", ident) + "/"
+        staged[name] = _Staged(path, folder, folder + path.rsplit("/", 1)[-1])
+    return staged
 
 
 def request_for(run_id: str, spec: LaunchSpec, placement: req.Placement, git_commit: str | None) -> dict:
     data = dict(spec.data)
-    for name, (_, uri) in _local_uploads(spec, placement).items():
-        data[name] = uri
+    for name, stage in _staged(spec, placement).items():
+        data[name] = stage.folder
     return req.build_request(
         run_id=run_id,
         job_name=spec.job.name,
@@ -192,9 +206,11 @@ class SageMakerBackend:
         existing = aws.head(package_uri)
         if existing is None or existing.size != spec.package.size:
             aws.upload(spec.package.path, package_uri)
-        for file, uri in _local_uploads(spec, placement).values():
-            if aws.head(uri) is None:
-                aws.upload(file, uri)
+        for stage in _staged(spec, placement).values():
+            if stage.source.startswith("s3://"):
+                aws.copy(stage.source, stage.key_uri)
+            elif aws.head(stage.key_uri) is None:
+                aws.upload(Path(stage.source), stage.key_uri)
         prefix = req.run_prefix(placement, run.id)
         store.merge_backend_state(
             run.id,

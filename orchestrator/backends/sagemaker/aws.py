@@ -120,6 +120,13 @@ class Aws:
                     raise exc.__context__ from None
                 raise
 
+    def copy(self, source_uri: str, dest_uri: str) -> None:
+        """Server-side copy (no bytes through this machine)."""
+        source_bucket, source_key = split_s3(source_uri)
+        bucket, key = split_s3(dest_uri)
+        with translate(f"copying {source_uri} to {dest_uri}"):
+            self.client("s3").copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+
     def list_objects(self, uri: str) -> list[ObjectInfo]:
         bucket, prefix = split_s3(uri)
         prefix = prefix.rstrip("/") + "/"
