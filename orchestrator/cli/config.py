@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator import config
 from orchestrator.cli import app, render
 from orchestrator.tomledit import toml_value
+
+if TYPE_CHECKING:
+    from orchestrator import config
 
 config_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode="rich")
 app.add_typer(config_app, name="config")
@@ -31,6 +34,8 @@ def show(
       dl config --json | jq -r .bucket
       dl config set aws.bucket acme-dl
     """
+    from orchestrator import config
+
     if ctx.invoked_subcommand:
         return
     settings = config.load_settings()
@@ -52,10 +57,14 @@ def _shown(value: object) -> str:
 
 
 def _from(source: str) -> str:
+    from orchestrator import config
+
     return config.FILE_NAME if source.startswith(f"{config.FILE_NAME} (") else source
 
 
 def _rows(settings: config.Settings) -> list[list[str]]:
+    from orchestrator import config
+
     rows = []
     for name, field in config.FIELDS.items():
         rows.append([f"{field.section}.{name}", _shown(getattr(settings, name)), _from(settings.sources[name])])
@@ -90,6 +99,8 @@ def set_(
       dl config set defaults.spot true
       dl config set tags.team vision
     """
+    from orchestrator import config
+
     section, name, parsed = config.coerce(key, value)
     path = config.write_settings({section: {name: parsed}})
     typer.echo(f"Set {section}.{name} = {toml_value(parsed)} in {path}")
@@ -107,6 +118,8 @@ def unset(key: str = typer.Argument(..., metavar="SECTION.KEY", help="e.g. defau
     [bold]Examples[/bold]
       dl config unset defaults.gpu
     """
+    from orchestrator import config
+
     section, name = config.split_key(key)
     path = config.find_config()
     if path is None:
@@ -125,6 +138,8 @@ def path() -> None:
       dl config path
       $EDITOR "$(dl config path)"
     """
+    from orchestrator import config
+
     found = config.find_config()
     if found is None:
         typer.echo(f"No {config.FILE_NAME} in {Path.cwd()} or above.", err=True)

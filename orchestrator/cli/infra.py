@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import click
 import typer
 
-from orchestrator import config
 from orchestrator.cli import app, render
 from orchestrator.errors import DlError
 
 if TYPE_CHECKING:
+    from orchestrator import config
     from orchestrator.backends.sagemaker.account import StackEvent
 
 infra_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
@@ -24,6 +24,8 @@ _YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
 
 def _settings(region: str | None, profile: str | None, stack_name: str | None) -> config.Settings:
+    from orchestrator import config
+
     settings = config.load_settings(cli={"region": region, "profile": profile, "stack_name": stack_name})
     config.require(settings, "region", purpose="dl infra")
     return settings
@@ -62,7 +64,7 @@ def deploy(
       dl infra deploy --yes --versioning --log-days 90
       dl infra deploy --stack-name dl-team-b
     """
-    from orchestrator import infra
+    from orchestrator import config, infra
 
     settings = _settings(region, profile, stack_name)
     account = infra.connect(settings.region, settings.profile)
@@ -182,7 +184,7 @@ def destroy(
       dl infra destroy
       dl infra destroy --region eu-west-1 --yes
     """
-    from orchestrator import infra
+    from orchestrator import config, infra
 
     settings = _settings(region, profile, stack_name)
     account = infra.connect(settings.region, settings.profile)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator import api
 from orchestrator.cli import app, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
+
+if TYPE_CHECKING:
+    from orchestrator import api
 
 
 @app.command(no_args_is_help=True, cls=OptionalGpuCommand)
@@ -61,6 +64,8 @@ def launch(
       dl launch mnist --from mnist-20261125-1930-a1b2:best --set lr=0.0005
       dl launch ./my_job --gpu --dry-run
     """
+    from orchestrator import api
+
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
     cloud_flags = [f for f, v in (("--gpu", gpu), ("--instance-type", instance_type), ("--nodes", nodes)) if v]
@@ -100,6 +105,8 @@ def launch(
 
 
 def follow_run(run_id: str) -> None:
+    from orchestrator import api
+
     try:
         for chunk in api.logs(run_id, follow=True):
             typer.echo(chunk, nl=False)
@@ -118,6 +125,8 @@ def follow_run(run_id: str) -> None:
 
 
 def _dry_run(plan: api.Plan, *, smoke: bool, as_json: bool) -> None:
+    from orchestrator import api
+
     details = api.describe(plan)
     if not as_json:
         _print_plan(plan, details)
@@ -149,6 +158,7 @@ def _tail(text: str, lines: int) -> str:
 
 
 def _plan_json(plan: api.Plan, details: dict) -> dict:
+
     return {
         "job": plan.job.name,
         "target": plan.target,
@@ -167,6 +177,7 @@ def _plan_json(plan: api.Plan, details: dict) -> dict:
 
 
 def _print_plan(plan: api.Plan, details: dict) -> None:
+
     pkg = plan.package
     typer.secho(f"Dry run: {plan.job.name} on {plan.target}. Nothing will be started or sent.", bold=True)
     typer.echo(f"\nPackage   {pkg.short_hash}  {len(pkg.files)} files, {render.size(pkg.size)} compressed")

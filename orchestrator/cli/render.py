@@ -6,18 +6,20 @@ import functools
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.store import Run, RunStatus
+if TYPE_CHECKING:
+    from orchestrator.store import Run, RunStatus
 
 _STATUS_COLORS = {
-    RunStatus.PENDING: "yellow",
-    RunStatus.IN_PROGRESS: "cyan",
-    RunStatus.STOPPING: "yellow",
-    RunStatus.COMPLETED: "green",
-    RunStatus.FAILED: "red",
-    RunStatus.STOPPED: "magenta",
+    "Pending": "yellow",
+    "InProgress": "cyan",
+    "Stopping": "yellow",
+    "Completed": "green",
+    "Failed": "red",
+    "Stopped": "magenta",
 }
 
 
@@ -27,7 +29,7 @@ def use_color() -> bool:
 
 
 def status_text(status: RunStatus) -> str:
-    return typer.style(status.value, fg=_STATUS_COLORS[status]) if use_color() else status.value
+    return typer.style(status.value, fg=_STATUS_COLORS[status.value]) if use_color() else status.value
 
 
 def duration(seconds: float | None) -> str:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from orchestrator import api
 from orchestrator.cli import app, render
 from orchestrator.errors import UsageError
 
@@ -18,6 +17,7 @@ def runs(
     target: str = typer.Option(None, "--target", help="Only runs on this target."),
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N runs, newest first (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of runs."),
+    sync: bool = typer.Option(False, "--sync", help="First import the runs cloud schedules started (found in AWS)."),
 ) -> None:
     """List runs, newest first.
 
@@ -26,7 +26,16 @@ def runs(
       dl runs
       dl runs --job mnist --status Completed -n 5
       dl runs --json | jq '.[0].metrics'
+      dl runs --sync
     """
+    from orchestrator import api
+
+    if sync:
+        from orchestrator import scheduling
+
+        imported = scheduling.sync()
+        if imported:
+            typer.echo(f"Imported {len(imported)} run(s) started by schedules.", err=True)
     found = api.list_runs(job=job, status=status, target=target, limit=limit or None)
     if as_json:
         render.print_json([run.to_json() for run in found])
@@ -48,6 +57,8 @@ def show(
       dl show mnist-20261125-1930-a1b2
       dl show mnist-20261125-1930-a1b2 --json
     """
+    from orchestrator import api
+
     run = api.show(run_id)
     if as_json:
         render.print_json({**run.to_json(), "checkpoint_manifest": api.checkpoints(run)})
@@ -133,6 +144,8 @@ def logs(
       dl logs mnist-20261125-1930-a1b2
       dl logs mnist-20261125-1930-a1b2 --follow
     """
+    from orchestrator import api
+
     try:
         for chunk in api.logs(run_id, follow=follow):
             typer.echo(chunk, nl=False)
@@ -153,6 +166,8 @@ def stop(
     [bold]Examples[/bold]
       dl stop mnist-20261125-1930-a1b2
     """
+    from orchestrator import api
+
     before = api.show(run_id)
     if before.status.is_terminal:
         typer.echo(f"{before.id} already ended ({before.status.value}); nothing to stop.")
@@ -176,6 +191,8 @@ def resume(
       dl resume mnist-20261125-1930-a1b2
       dl resume mnist-20261125-1930-a1b2 --follow
     """
+    from orchestrator import api
+
     run, started = api.resume(run_id)
     if not started:
         typer.echo(f"{run.id} already Completed; nothing to resume.")
@@ -209,6 +226,8 @@ def pull(
       dl pull mnist-20261125-1930-a1b2 --last --to ./ckpts
       dl pull mnist-20261125-1930-a1b2 --all --dry-run
     """
+    from orchestrator import api
+
     if sum((best, last, all_)) > 1:
         raise UsageError("--best, --last and --all exclude each other.", "Pick one.")
     which = "all" if all_ else "last" if last else "best"
