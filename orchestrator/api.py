@@ -208,8 +208,8 @@ def launch(
     return start(plan(job_name, target=target, overrides=overrides, data=data, options=options), name=name)
 
 
-def start(the_plan: Plan, *, name: str | None = None) -> Run:
-    """Start the run that ``the_plan`` describes."""
+def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = None) -> Run:
+    """Start the run that ``the_plan`` describes (``schedule``: the schedule firing it)."""
     store = open_store()
     run_id = _valid_run_name(name) if name else new_run_id(the_plan.job.name)
     if store.exists(run_id):
@@ -231,6 +231,7 @@ def start(the_plan: Plan, *, name: str | None = None) -> Run:
         created_at=time.time(),
         data=the_plan.data,
         job_dir=str(the_plan.job.path),
+        schedule=schedule,
     )
     store.insert(run)
     try:

@@ -47,7 +47,7 @@ class RunStatus(StrEnum):
 _TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED}
 TERMINAL_VALUES = tuple(s.value for s in _TERMINAL)
 
-_JSON_FIELDS = ("params", "metrics", "data", "backend_state")
+_JSON_FIELDS = ("params", "metrics", "data", "backend_state", "promotion")
 # What a backend records that users and scripts may read (`dl show`, `--json` under "backend").
 PUBLIC_BACKEND_KEYS = (
     "region", "instance_type", "nodes", "spot", "arn", "secondary_status", "price_per_hour",
@@ -77,6 +77,8 @@ class Run:
     model_uri: str | None = None
     output_uri: str | None = None
     backend_state: dict = field(default_factory=dict)
+    schedule: str | None = None  # the schedule that started it
+    promotion: dict = field(default_factory=dict)  # the schedule's decision on it (moved best or not)
 
     @property
     def duration(self) -> float | None:
@@ -136,13 +138,45 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX runs_job ON runs (job, created_at DESC);
     CREATE INDEX runs_status ON runs (status);
     """,
+    # 2: schedules, their firings, and which schedule started a run.
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        job TEXT NOT NULL,
+        target TEXT NOT NULL,
+        expression TEXT NOT NULL,
+        timezone TEXT NOT NULL DEFAULT 'UTC',
+        spec TEXT NOT NULL DEFAULT '{}',
+        package_hash TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        promote_metric TEXT,
+        promote_mode TEXT,
+        best_run TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL,
+        last_fire_at REAL,
+        cloud TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE firings (
+        schedule TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        decided_at REAL NOT NULL,
+        decision TEXT NOT NULL,
+        run_id TEXT,
+        note TEXT,
+        PRIMARY KEY (schedule, due_at)
+    );
+    ALTER TABLE runs ADD COLUMN schedule TEXT;
+    ALTER TABLE runs ADD COLUMN promotion TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX runs_schedule ON runs (schedule, created_at DESC);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = [
     "id", "job", "target", "status", "params", "package_hash", "git_commit", "git_dirty",
     "created_at", "started_at", "ended_at", "failure_reason", "metrics", "data", "job_dir",
-    "log_uri", "checkpoint_uri", "model_uri", "output_uri", "backend_state",
+    "log_uri", "checkpoint_uri", "model_uri", "output_uri", "backend_state", "schedule", "promotion",
 ]  # fmt: skip
 
 
@@ -231,8 +265,12 @@ class Store:
         status: RunStatus | None = None,
         target: str | None = None,
         limit: int | None = None,
+        schedule: str | None = None,
     ) -> list[Run]:
         where, args = [], []
+        if schedule:
+            where.append("schedule = ?")
+            args.append(schedule)
         if job:
             where.append("job = ?")
             args.append(job)
@@ -363,6 +401,134 @@ class Store:
             (*args, run_id, *(s.value for s in allowed_from)),
         )
         return cur.rowcount == 1
+
+    # -- schedules ---------------------------------------------------------------
+
+    def insert_schedule(self, schedule: Schedule) -> None:
+        from orchestrator.errors import UsageError
+
+        values = _schedule_to_row(schedule)
+        try:
+            self._db.execute(
+                f"INSERT INTO schedules ({', '.join(_SCHEDULE_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise UsageError(
+                f"A schedule named {schedule.name!r} already exists.", "Pick another name, or `dl schedule update`."
+            ) from exc
+
+    def get_schedule(self, name: str) -> Schedule:
+        row = self._db.execute(
+            f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            from orchestrator.errors import UsageError
+
+            raise UsageError(f"No schedule {name!r}.", "Run `dl schedule list` to list schedules.")
+        return _row_to_schedule(row)
+
+    def list_schedules(self) -> list[Schedule]:
+        rows = self._db.execute(f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules ORDER BY name")
+        return [_row_to_schedule(row) for row in rows]
+
+    def update_schedule(self, name: str, **fields) -> None:
+        for key in fields:
+            if key not in _SCHEDULE_COLUMNS or key == "name":
+                raise ValueError(f"unknown schedule field {key}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        args = [json.dumps(v, sort_keys=True) if k in ("spec", "cloud") else v for k, v in fields.items()]
+        self._db.execute(f"UPDATE schedules SET {sets} WHERE name = ?", (*args, name))
+
+    def delete_schedule(self, name: str) -> None:
+        """Forget the schedule and its firings; the runs it started stay."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("DELETE FROM schedules WHERE name = ?", (name,))
+        self._db.execute("DELETE FROM firings WHERE schedule = ?", (name,))
+        self._db.execute("COMMIT")
+
+    def claim_firing(self, schedule: str, due_at: float, decision: str, note: str | None = None) -> bool:
+        """Record the decision for one fire time; False when it was already decided (by another
+        process): the primary key (schedule, due_at) makes a fire time fire at most once."""
+        try:
+            self._db.execute(
+                "INSERT INTO firings (schedule, due_at, decided_at, decision, note) VALUES (?, ?, ?, ?, ?)",
+                (schedule, due_at, time.time(), decision, note),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        self._db.execute("UPDATE schedules SET last_fire_at = MAX(COALESCE(last_fire_at, 0), ?) WHERE name = ?",
+                         (due_at, schedule))  # fmt: skip
+        return True
+
+    def settle_firing(self, schedule: str, due_at: float, decision: str, run_id: str | None, note: str | None) -> None:
+        self._db.execute(
+            "UPDATE firings SET decision = ?, run_id = ?, note = ? WHERE schedule = ? AND due_at = ?",
+            (decision, run_id, note, schedule, due_at),
+        )
+
+    def firings(self, schedule: str, limit: int = 10) -> list[Firing]:
+        rows = self._db.execute(
+            "SELECT schedule, due_at, decided_at, decision, run_id, note FROM firings WHERE schedule = ?"
+            " ORDER BY due_at DESC LIMIT ?",
+            (schedule, limit),
+        )
+        return [Firing(*row) for row in rows]
+
+
+@dataclass
+class Schedule:
+    """A recurring launch: the job, options and pinned package it was created with.
+
+    ``spec`` holds what a firing launches (params, data, options, job_dir); ``cloud`` what the
+    cloud target created (schedule ARN, group, region). ``status`` is active or paused."""
+
+    name: str
+    job: str
+    target: str
+    expression: str
+    package_hash: str
+    created_at: float
+    timezone: str = "UTC"
+    spec: dict = field(default_factory=dict)
+    status: str = "active"
+    promote_metric: str | None = None
+    promote_mode: str | None = None
+    best_run: str | None = None
+    updated_at: float | None = None
+    last_fire_at: float | None = None
+    cloud: dict = field(default_factory=dict)
+
+
+@dataclass
+class Firing:
+    """One fire time of a schedule and what was decided: started (run_id), skipped, or failed."""
+
+    schedule: str
+    due_at: float
+    decided_at: float
+    decision: str
+    run_id: str | None
+    note: str | None
+
+
+_SCHEDULE_COLUMNS = [
+    "name", "job", "target", "expression", "package_hash", "created_at", "timezone", "spec", "status",
+    "promote_metric", "promote_mode", "best_run", "updated_at", "last_fire_at", "cloud",
+]  # fmt: skip
+
+
+def _schedule_to_row(schedule: Schedule) -> tuple:
+    values = asdict(schedule)
+    return tuple(json.dumps(values[k], sort_keys=True) if k in ("spec", "cloud") else values[k]
+                 for k in _SCHEDULE_COLUMNS)  # fmt: skip
+
+
+def _row_to_schedule(row: tuple) -> Schedule:
+    values = dict(zip(_SCHEDULE_COLUMNS, row))
+    values["spec"] = json.loads(values["spec"] or "{}")
+    values["cloud"] = json.loads(values["cloud"] or "{}")
+    return Schedule(**values)
 
 
 def _encode(key: str, value):

@@ -18,7 +18,10 @@ from typer.core import TyperGroup
 from orchestrator import __version__, settings
 from orchestrator.errors import DlError
 
-_ORDER = ["jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "gpus", "config", "infra", "doctor"]
+_ORDER = [
+    "jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "schedule", "gpus", "config", "infra",
+    "doctor",
+]  # fmt: skip
 
 
 class _Group(TyperGroup):
@@ -93,6 +96,7 @@ from orchestrator.cli import infra as _infra  # noqa: E402,F401
 from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers commands)
 from orchestrator.cli import launch as _launch  # noqa: E402,F401
 from orchestrator.cli import runs as _runs  # noqa: E402,F401
+from orchestrator.cli import schedule as _schedule  # noqa: E402,F401
 
 
 def main() -> None:

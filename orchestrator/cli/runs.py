@@ -85,6 +85,11 @@ def show(
     for key, title in (("log_uri", "Logs"), ("checkpoint_uri", "Checkpoints"), ("model_uri", "Model")):
         rows.append((title, getattr(run, key) or "-"))
     rows += _cloud_rows(run.backend_state)
+    if run.schedule:
+        rows.append(("Schedule", run.schedule))
+    if run.promotion:
+        verdict = "promoted to best" if run.promotion.get("promoted") else "not promoted"
+        rows.append(("Promotion", f"{verdict}: {run.promotion.get('reason', '')}".rstrip(": ")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key.ljust(width)}  {value}")

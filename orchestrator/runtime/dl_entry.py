@@ -281,6 +281,10 @@ def warm_start_checkpoint(contract: Contract) -> Path | None:
     if not folder or not Path(folder).is_dir():
         return None
     found = sorted(Path(folder).rglob("*.ckpt"))
+    if not found:
+        # A schedule's best pointer before its first promotion: nothing to start from yet.
+        print(f"dl: the init channel {folder} holds no checkpoint yet; training from scratch", flush=True)
+        return None
     if len(found) != 1:
         raise ValueError(f"the init channel {folder} should hold exactly one .ckpt file, found {len(found)}")
     return found[0]

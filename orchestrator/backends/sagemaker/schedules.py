@@ -1,0 +1,363 @@
+"""Cloud schedules: an EventBridge Scheduler schedule whose target is SageMaker's CreateTrainingJob.
+
+The schedule's input is the full CreateTrainingJob request, built once at create time with the
+package uploaded and pinned by its hash. Every name in it that must differ per firing carries
+EventBridge's ``<aws.scheduler.execution-id>`` (a 36-character UUID, substituted at each firing):
+the training job is ``NAME-<execution-id>``, within SageMaker's 63 characters. The job is tagged
+``dl:schedule``; ``discover`` finds such jobs and imports them as runs. Nothing on the cloud side
+needs this machine: ``--from SCHEDULE:best`` points the ``init`` channel at a fixed S3 prefix that
+promotion (``copy_to_pointer``) keeps up to date.
+
+AWS is reached through aws.Aws (clients) and aws.translate (errors), as everywhere in this backend.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING
+
+from orchestrator.backends.sagemaker import request as req
+from orchestrator.errors import UsageError
+from orchestrator.store import Run, RunStatus, Schedule, Store
+
+if TYPE_CHECKING:
+    from orchestrator.api import Plan
+
+EXECUTION_ID = "<aws.scheduler.execution-id>"
+TARGET_ARN = "arn:aws:scheduler:::aws-sdk:sagemaker:createTrainingJob"
+INPUT_LIMIT = 8192  # EventBridge Scheduler's limit on a target's input, in characters
+POINTER_NOTE = b"dl keeps this schedule's best checkpoint here (best.ckpt) once a run has been promoted.\n"
+
+
+def run_name(schedule_name: str) -> str:
+    """The training job name each firing gets, before EventBridge substitutes the execution id."""
+    return f"{schedule_name}-{EXECUTION_ID}"
+
+
+def fired(text: str, execution_id: str | None = None) -> str:
+    """``text`` as EventBridge hands it to SageMaker for one firing (tests and dry runs)."""
+    return text.replace(EXECUTION_ID, execution_id or str(uuid.uuid4()))
+
+
+def pointer_uri(bucket: str, prefix: str, name: str) -> str:
+    return req.Placement(region="", bucket=bucket, prefix=prefix, role_arn="", image="", instance_type="",
+                         gpus_per_node=0).s3("schedules", name, "best")  # fmt: skip
+
+
+def pointer_for(options: dict, name: str) -> str:
+    """The S3 prefix of schedule ``name``'s best pointer, from the settings these options resolve to."""
+    from orchestrator.config import load_settings, require
+
+    cfg = load_settings(cli={k: v for k, v in options.items() if v is not None})
+    require(cfg, "bucket", purpose="cloud schedules")
+    return pointer_uri(cfg.bucket, cfg.prefix, name)
+
+
+def _aws(region: str | None, profile: str | None):
+    from orchestrator.backends.sagemaker.aws import Aws
+
+    return Aws(region, profile)
+
+
+def _cfg(the_plan: Plan):
+    from orchestrator.backends.sagemaker import settings_for
+
+    return settings_for(the_plan.spec)
+
+
+def _request(schedule: Schedule, the_plan: Plan, placement: req.Placement) -> dict:
+    from orchestrator.api import git_info
+    from orchestrator.backends.sagemaker import _staged
+
+    spec = the_plan.spec
+    data = dict(spec.data)
+    for name, stage in _staged(spec, placement).items():
+        data[name] = stage.folder
+    commit, _ = git_info(the_plan.job.path)
+    return req.build_request(
+        run_id=run_name(schedule.name),
+        job_name=spec.job.name,
+        monitor=spec.job.monitor,
+        params=spec.params,
+        data=data,
+        package_sha256=spec.package.sha256,
+        git_commit=commit,
+        placement=placement,
+        schedule=schedule.name,
+    )
+
+
+def _upload(aws, the_plan: Plan, placement: req.Placement) -> None:
+    """The package under its hash, and a --from RUN checkpoint staged as the backend stages it."""
+    from pathlib import Path
+
+    from orchestrator.backends.sagemaker import _staged
+
+    spec = the_plan.spec
+    package = req.package_uri(placement, spec.package.sha256)
+    existing = aws.head(package)
+    if existing is None or existing.size != spec.package.size:
+        aws.upload(spec.package.path, package)
+    for stage in _staged(spec, placement).values():
+        if stage.source.startswith("s3://"):
+            aws.copy(stage.source, stage.key_uri)
+        elif aws.head(stage.key_uri) is None:
+            aws.upload(Path(stage.source), stage.key_uri)
+
+
+def _target(schedule: Schedule, the_plan: Plan, placement: req.Placement, role_arn: str) -> dict:
+    request = _request(schedule, the_plan, placement)
+    req.validate(json.loads(fired(json.dumps(request))))
+    text = json.dumps(request, separators=(",", ":"), sort_keys=True)
+    if len(text) > INPUT_LIMIT:
+        raise UsageError(
+            f"The CreateTrainingJob request is {len(text)} characters; EventBridge Scheduler takes {INPUT_LIMIT}.",
+            "Use fewer or shorter hyperparameters and data channels.",
+        )
+    retries = schedule.spec.get("retries")
+    return {
+        "Arn": TARGET_ARN,
+        "RoleArn": role_arn,
+        "Input": text,
+        "RetryPolicy": {
+            "MaximumRetryAttempts": 2 if retries is None else int(retries),
+            "MaximumEventAgeInSeconds": 3600,
+        },
+    }
+
+
+def _window(schedule: Schedule) -> dict:
+    minutes = schedule.spec.get("window_minutes")
+    return {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": int(minutes)} if minutes else {"Mode": "OFF"}
+
+
+def create(schedule: Schedule, the_plan: Plan) -> dict:
+    """Upload the package, and create the schedule group (if missing) and the schedule.
+
+    Returns what the store keeps about it (arn, group, region, profile, bucket, prefix)."""
+    from orchestrator.backends.sagemaker import placement_for
+    from orchestrator.backends.sagemaker.aws import has_credentials, translate
+    from orchestrator.config import require
+
+    cfg = _cfg(the_plan)
+    require(cfg, "region", "bucket", "role_arn", "scheduler_role_arn", purpose="cloud schedules")
+    profile = cfg.session_kwargs().get("profile_name")
+    has_credentials(cfg.region, profile)
+    placement = placement_for(the_plan.spec)
+    aws = _aws(placement.region, profile)
+    if schedule.spec.get("from_schedule"):
+        pointer = the_plan.data["init"].rstrip("/")
+        if not aws.list_objects(pointer):
+            # SageMaker refuses an empty channel: a note keeps the prefix non-empty until a promotion.
+            bucket, key = _split(pointer + "/README.txt")
+            with translate(f"writing {pointer}"):
+                aws.client("s3").put_object(Bucket=bucket, Key=key, Body=POINTER_NOTE)
+    _upload(aws, the_plan, placement)
+    target = _target(schedule, the_plan, placement, cfg.scheduler_role_arn)
+    group = cfg.stack_name
+    scheduler = aws.client("scheduler")
+    with translate(f"creating schedule group {group}"):
+        try:
+            scheduler.get_schedule_group(Name=group)
+        except Exception as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            scheduler.create_schedule_group(Name=group, Tags=[{"Key": "dl:stack", "Value": cfg.stack_name}])
+    with translate(f"creating schedule {schedule.name}"):
+        try:
+            answer = scheduler.create_schedule(
+                Name=schedule.name,
+                GroupName=group,
+                ScheduleExpression=schedule.expression,
+                ScheduleExpressionTimezone=schedule.timezone,
+                FlexibleTimeWindow=_window(schedule),
+                Target=target,
+                State="ENABLED",
+                Description=f"dl: {schedule.job}, package {the_plan.package.sha256[:12]}",
+            )
+        except Exception as exc:
+            if _code(exc) == "ConflictException":
+                raise UsageError(
+                    f"EventBridge already has a schedule {schedule.name} in group {group}.",
+                    f"Delete it (aws scheduler delete-schedule --name {schedule.name} --group-name {group})"
+                    " or pick another name.",
+                ) from None
+            raise
+    return {"arn": answer["ScheduleArn"], "group": group, "region": placement.region, "profile": profile,
+            "bucket": placement.bucket, "prefix": placement.prefix}  # fmt: skip
+
+
+def _get(aws, schedule: Schedule) -> dict:
+    from orchestrator.backends.sagemaker.aws import translate
+
+    with translate(f"reading schedule {schedule.name}"):
+        return aws.client("scheduler").get_schedule(Name=schedule.name, GroupName=schedule.cloud["group"])
+
+
+def _put(aws, schedule: Schedule, current: dict, **changes) -> None:
+    from orchestrator.backends.sagemaker.aws import translate
+
+    fields = {k: current[k] for k in ("ScheduleExpression", "FlexibleTimeWindow", "Target", "State") if k in current}
+    if current.get("ScheduleExpressionTimezone"):
+        fields["ScheduleExpressionTimezone"] = current["ScheduleExpressionTimezone"]
+    if current.get("Description"):
+        fields["Description"] = current["Description"]
+    fields.update(changes)
+    with translate(f"updating schedule {schedule.name}"):
+        aws.client("scheduler").update_schedule(Name=schedule.name, GroupName=schedule.cloud["group"], **fields)
+
+
+def set_state(schedule: Schedule, *, enabled: bool) -> None:
+    """Pause (DISABLED) or resume (ENABLED) the EventBridge schedule, keeping everything else."""
+    aws = _aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
+    _put(aws, schedule, _get(aws, schedule), State="ENABLED" if enabled else "DISABLED")
+
+
+def state(schedule: Schedule) -> dict:
+    """The schedule as EventBridge holds it now (State, Target with its Input, ...)."""
+    return _get(_aws(schedule.cloud.get("region"), schedule.cloud.get("profile")), schedule)
+
+
+def replace_target(schedule: Schedule, the_plan: Plan) -> None:
+    """Upload a new package and point the schedule's request at it (dl schedule update)."""
+    from orchestrator.backends.sagemaker import placement_for
+
+    cfg = _cfg(the_plan)
+    placement = placement_for(the_plan.spec)
+    aws = _aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
+    _upload(aws, the_plan, placement)
+    target = _target(schedule, the_plan, placement, cfg.scheduler_role_arn)
+    _put(aws, schedule, _get(aws, schedule), Target=target,
+         Description=f"dl: {schedule.job}, package {the_plan.package.sha256[:12]}")  # fmt: skip
+
+
+def delete(schedule: Schedule) -> None:
+    """Delete the EventBridge schedule; one already gone is fine."""
+    from orchestrator.backends.sagemaker.aws import translate
+
+    aws = _aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
+    with translate(f"deleting schedule {schedule.name}"):
+        try:
+            aws.client("scheduler").delete_schedule(Name=schedule.name, GroupName=schedule.cloud["group"])
+        except Exception as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+
+
+def copy_to_pointer(schedule: Schedule, run: Run, location: str) -> str:
+    """Server-side copy of a run's checkpoint to the schedule's ``best/best.ckpt``; returns its URI."""
+    cloud = schedule.cloud
+    dest = pointer_uri(cloud["bucket"], cloud.get("prefix", ""), schedule.name) + "/best.ckpt"
+    _aws(cloud.get("region") or run.backend_state.get("region"), cloud.get("profile")).copy(location, dest)
+    return dest
+
+
+# -- discovering the runs a schedule started --------------------------------------------------
+
+
+def discover(store: Store, schedules: list[Schedule]) -> list[Run]:
+    """Import training jobs tagged ``dl:schedule`` that the store does not know yet.
+
+    Looks in each schedule's region (and the configured one) at jobs created since the oldest
+    schedule (30 days back when there is none here: a schedule made on another machine)."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.config import load_settings
+
+    places = {(s.cloud.get("region"), s.cloud.get("profile")) for s in schedules if s.cloud.get("region")}
+    cfg = load_settings()
+    if cfg.region:
+        places.add((cfg.region, cfg.session_kwargs().get("profile_name")))
+    if not places:
+        raise UsageError("No AWS region configured to look for scheduled runs in.", "Set DL_REGION.")
+    oldest = min((s.created_at for s in schedules), default=time.time() - 30 * 86400)
+    since = datetime.fromtimestamp(oldest, tz=UTC) - timedelta(hours=1)
+    imported = []
+    for region, profile in sorted(places, key=str):
+        aws = _aws(region, profile)
+        for summary in aws.list_training_jobs(since):
+            name = summary["TrainingJobName"]
+            if store.exists(name):
+                continue
+            tags = _tags(aws, summary["TrainingJobArn"])
+            if "dl:schedule" not in tags:
+                continue
+            imported.append(_import(store, aws, name, tags, profile))
+    return imported
+
+
+def _tags(aws, arn: str) -> dict[str, str]:
+    from orchestrator.backends.sagemaker.aws import translate
+
+    with translate(f"reading the tags of {arn}"):
+        pages = aws.client("sagemaker").get_paginator("list_tags").paginate(ResourceArn=arn)
+        return {t["Key"]: t["Value"] for page in pages for t in page.get("Tags", [])}
+
+
+def _import(store: Store, aws, name: str, tags: dict[str, str], profile: str | None) -> Run:
+    from orchestrator.backends.sagemaker import SageMakerBackend, estimate
+
+    job = aws.describe_training_job(name)
+    hyper = {k: _decode(v) for k, v in (job.get("HyperParameters") or {}).items()}
+    params = {k: v for k, v in hyper.items() if not k.startswith("sagemaker_")}
+    output = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    resources = job.get("ResourceConfig", {})
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job.get("InputDataConfig") or []}
+    price = None
+    try:
+        placement = req.Placement(region=aws.region, bucket="", prefix="", role_arn="", image="",
+                                  instance_type=resources.get("InstanceType", ""), gpus_per_node=0,
+                                  nodes=int(resources.get("InstanceCount") or 1))  # fmt: skip
+        price = estimate(placement)["price_per_hour"]
+    except Exception:  # an instance type dl's catalog does not know: no cost estimate
+        price = None
+    run = Run(
+        id=name,
+        job=tags.get("dl:job", "?"),
+        target="sagemaker",
+        status=RunStatus.PENDING,
+        params=params,
+        package_hash=tags.get("dl:package"),
+        git_commit=tags.get("dl:git-commit"),
+        created_at=job["CreationTime"].timestamp(),
+        data=channels,
+        log_uri=f"cloudwatch:{req.LOG_GROUP}/{name}",
+        checkpoint_uri=(job.get("CheckpointConfig") or {}).get("S3Uri"),
+        model_uri=f"{output}/{name}/output/model.tar.gz",
+        output_uri=output,
+        backend_state={
+            "region": aws.region,
+            "profile": profile,
+            "instance_type": resources.get("InstanceType"),
+            "nodes": resources.get("InstanceCount"),
+            "spot": bool(job.get("EnableManagedSpotTraining")),
+            "price_per_hour": price,
+            "arn": job.get("TrainingJobArn"),
+            "package_uri": hyper.get("sagemaker_submit_directory"),
+            "imported": True,
+        },  # fmt: skip
+        schedule=tags["dl:schedule"],
+    )
+    store.insert(run)
+    SageMakerBackend()._apply(store, run, job)
+    return store.get(name)
+
+
+def _decode(value: str):
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _split(uri: str) -> tuple[str, str]:
+    from orchestrator.backends.sagemaker.aws import split_s3
+
+    return split_s3(uri)
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,531 @@
+"""Scheduled retraining: a schedule launches a pinned package on a cron or rate expression.
+
+    from orchestrator import scheduling
+    scheduling.create("weekly", "mnist", expression="0 3 * * 1", overrides={"max_epochs": "5"})
+    scheduling.tick()          # local target: start what is due now (what `dl schedule run` loops on)
+
+The package is built once, at create (or ``update``), and pinned by its hash: a schedule
+retrains the code it was created with. On the ``sagemaker`` target the schedule lives in
+EventBridge Scheduler (backends/sagemaker/schedules.py) and AWS fires it; on ``local``,
+``tick`` decides. Its decisions are kept in the store (the ``firings`` table), so they survive
+restarts: a fire time is decided once, a run never starts while the schedule's previous run
+still goes (the firing is recorded as skipped), and after downtime one catch-up run starts,
+not one per missed fire time. The runs a schedule starts are ordinary runs (``run.schedule``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator import cronexpr
+from orchestrator.errors import DlError, UsageError
+from orchestrator.store import Run, RunStatus, Schedule, Store, open_store
+
+# Cloud runs are named NAME-<EventBridge execution id, 36 characters>, within SageMaker's 63.
+NAME_MAX = 63 - 37
+PROMOTE_MODES = ("max", "min")
+
+
+@dataclass
+class Decision:
+    """What ``tick`` did for one schedule: started (run_id), skipped (note says why), or failed."""
+
+    schedule: str
+    due_at: float
+    action: str
+    run_id: str | None = None
+    missed: int = 0
+    note: str | None = None
+
+
+@dataclass
+class ScheduleView:
+    """``show``: the schedule, its next fire times, and its latest firings and runs."""
+
+    schedule: Schedule
+    next_fires: list[datetime]
+    firings: list = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9-]*", name or ""):
+        raise UsageError(
+            f"Schedule name {name!r} is not valid.", "Use letters, digits and hyphens, starting with a letter."
+        )
+    if len(name) > NAME_MAX:
+        raise UsageError(
+            f"Schedule name {name!r} is {len(name)} characters; the limit is {NAME_MAX}.",
+            "Its runs are named NAME-<firing id> within SageMaker's 63 characters; pick a shorter name.",
+        )
+    return name
+
+
+def parse_promote(text: str | None) -> tuple[str | None, str | None]:
+    """``val_acc:max`` → ("val_acc", "max")."""
+    if not text:
+        return None, None
+    metric, _, mode = text.partition(":")
+    mode = mode or "max"
+    if not metric or mode not in PROMOTE_MODES:
+        raise UsageError(f"--promote-if {text!r} is not METRIC:max or METRIC:min.", "Example: --promote-if val_acc:max")
+    return metric, mode
+
+
+def check_expression(expression: str, tz: str, now: float | None = None) -> tuple[str, list[datetime]]:
+    """The EventBridge form of ``expression`` and its next three fire times; UsageError when invalid."""
+    parsed = cronexpr.parse(expression)
+    cronexpr.timezone(tz)
+    moment = _dt(now or time.time())
+    return parsed.aws, cronexpr.next_fires(parsed, tz, moment, 3, anchor=moment)
+
+
+def pointer_folder(name: str, home: Path | None = None) -> Path:
+    """Where the local target keeps a schedule's promoted checkpoint (``best/best.ckpt``)."""
+    from orchestrator.settings import dl_home
+
+    return (home or dl_home()) / "schedules" / name / "best"
+
+
+def create(
+    name: str,
+    job: str,
+    *,
+    expression: str,
+    timezone: str = "UTC",
+    target: str | None = None,
+    overrides: dict[str, str] | None = None,
+    data: dict[str, str] | None = None,
+    options: dict[str, object] | None = None,
+    promote: str | None = None,
+    retries: int | None = None,
+    window_minutes: int | None = None,
+    now: float | None = None,
+) -> Schedule:
+    """Validate, build and pin the package, and create the schedule (in AWS for sagemaker)."""
+    from orchestrator import api
+
+    _check_name(name)
+    aws_expression, _ = check_expression(expression, timezone, now)
+    metric, mode = parse_promote(promote)
+    store = open_store()
+    if any(s.name == name for s in store.list_schedules()):
+        raise UsageError(f"A schedule named {name!r} already exists.", f"Update it: dl schedule update {name}")
+    target = target or api.default_target()
+    options = dict(options or {})
+    data = dict(data or {})
+    from_ref = str(options.get("from_run") or "")
+    source, _, which = from_ref.partition(":")
+    from_schedule = bool(source) and (source == name or any(s.name == source for s in store.list_schedules()))
+    if target == "local" and (retries is not None or window_minutes):
+        raise UsageError("--retries and --window are for cloud schedules.", "Drop them, or use --target sagemaker.")
+    if from_schedule:
+        other = next((s for s in store.list_schedules() if s.name == source), None)
+        if other is not None and other.target != target:
+            raise UsageError(
+                f"Schedule {source} runs on {other.target}; its best pointer is not where {target} runs read.",
+                f"Use --from with a run id (dl runs --job {other.job}), or a schedule on {target}.",
+            )
+        if which not in ("", "best"):
+            raise UsageError(
+                f"--from {from_ref}: a schedule keeps only its best checkpoint.", f"Use --from {source}:best"
+            )
+        options.pop("from_run")
+        if api.INIT_CHANNEL in data:
+            raise UsageError(f"--from uses the data channel {api.INIT_CHANNEL!r}; --data init=... clashes.")
+        if target == "local":
+            folder = pointer_folder(source)
+            folder.mkdir(parents=True, exist_ok=True)
+            data[api.INIT_CHANNEL] = str(folder)
+        else:
+            from orchestrator.backends.sagemaker import schedules as cloud
+
+            data[api.INIT_CHANNEL] = cloud.pointer_for(options, source) + "/"
+    the_plan = api.plan(job, target=target, overrides=overrides, data=data, options=options)
+    spec = {
+        "params": the_plan.params,
+        "data": the_plan.data,
+        "options": the_plan.options,
+        "overrides": overrides or {},
+        "job_dir": str(the_plan.job.path),
+        "files": package_files(the_plan.package.path),
+        "from_schedule": source if from_schedule else None,
+        "retries": retries,
+        "window_minutes": window_minutes,
+    }
+    schedule = Schedule(
+        name=name,
+        job=the_plan.job.name,
+        target=target,
+        expression=aws_expression,
+        timezone=timezone,
+        package_hash=the_plan.package.sha256,
+        created_at=now or time.time(),
+        spec=spec,
+        promote_metric=metric,
+        promote_mode=mode,
+    )
+    if target != "local":
+        from orchestrator.backends.sagemaker import schedules as cloud
+
+        schedule.cloud = cloud.create(schedule, the_plan)
+    store.insert_schedule(schedule)
+    return store.get_schedule(name)
+
+
+def package_files(path: Path) -> dict[str, str]:
+    """{file name: sha256} of a package, for the diff `dl schedule update` shows."""
+    import hashlib
+    import tarfile
+
+    out = {}
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                out[member.name] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+    return out
+
+
+def list_schedules() -> list[Schedule]:
+    return open_store().list_schedules()
+
+
+def show(name: str, *, now: float | None = None, runs: int = 5) -> ScheduleView:
+    """The schedule, next fire times, latest firings and runs (cloud runs discovered first)."""
+    from orchestrator import api
+
+    store = open_store()
+    schedule = store.get_schedule(name)
+    if schedule.target != "local":
+        sync(store, names=[name])
+    review(store, schedule)
+    schedule = store.get_schedule(name)
+    moment = _dt(now or time.time())
+    upcoming = [] if schedule.status != "active" else next_fire_times(schedule, moment)
+    found = [api.refresh(store, r) for r in store.list(schedule=name, limit=runs)]
+    return ScheduleView(store.get_schedule(name), upcoming, store.firings(name, runs), found)
+
+
+def next_fire_times(schedule: Schedule, after: datetime | None = None, n: int = 3) -> list[datetime]:
+    """The next ``n`` fire times after ``after`` (default now), in the schedule's time zone."""
+    after = after or _dt(time.time())
+    return cronexpr.next_fires(schedule.expression, schedule.timezone, after, n, anchor=_dt(schedule.created_at))
+
+
+def pause(name: str, *, now: float | None = None) -> Schedule:
+    return _set_status(name, "paused", now)
+
+
+def resume(name: str, *, now: float | None = None) -> Schedule:
+    """Fire again from ``now`` on: fire times that passed while paused are not caught up."""
+    return _set_status(name, "active", now)
+
+
+def _set_status(name: str, status: str, now: float | None) -> Schedule:
+    store = open_store()
+    schedule = store.get_schedule(name)
+    if schedule.target != "local":
+        from orchestrator.backends.sagemaker import schedules as cloud
+
+        cloud.set_state(schedule, enabled=status == "active")
+    now = now if now is not None else time.time()
+    store.update_schedule(name, status=status, updated_at=now, last_fire_at=max(now, schedule.last_fire_at or 0))
+    return store.get_schedule(name)
+
+
+def delete(name: str) -> None:
+    """Delete the schedule (in AWS too); the runs it started stay."""
+    store = open_store()
+    schedule = store.get_schedule(name)
+    if schedule.target != "local":
+        from orchestrator.backends.sagemaker import schedules as cloud
+
+        cloud.delete(schedule)
+    store.delete_schedule(name)
+
+
+@dataclass
+class UpdateResult:
+    schedule: Schedule
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    @property
+    def unchanged(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+def update(name: str) -> UpdateResult:
+    """Repackage the job folder and pin the new package; returns the files that differ."""
+    from orchestrator import api, settings
+    from orchestrator.jobs import find_job
+    from orchestrator.packaging import build_package
+
+    store = open_store()
+    schedule = store.get_schedule(name)
+    job = find_job(schedule.spec.get("job_dir") or schedule.job)
+    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb())
+    old, new = schedule.spec.get("files") or {}, package_files(package.path)
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+    result = UpdateResult(schedule, added, removed, changed)
+    if package.sha256 == schedule.package_hash:
+        return result
+    spec = {**schedule.spec, "files": new, "job_dir": str(job.path)}
+    if schedule.target != "local":
+        from orchestrator.backends.sagemaker import schedules as cloud
+
+        the_plan = api.Plan(job, schedule.target, spec["params"], spec["data"], package, spec["options"])
+        cloud.replace_target(schedule, the_plan)
+    store.update_schedule(name, package_hash=package.sha256, spec=spec, updated_at=time.time())
+    result.schedule = store.get_schedule(name)
+    return result
+
+
+# -- the local scheduler -------------------------------------------------------------------
+
+
+def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
+    """Start one run of ``schedule`` with its pinned package (local target)."""
+    from orchestrator import api, settings
+    from orchestrator.jobs import find_job
+    from orchestrator.packaging import Package
+
+    path = settings.dl_home() / "packages" / f"{schedule.package_hash}.tar.gz"
+    if not path.is_file():
+        raise UsageError(
+            f"The package pinned by schedule {schedule.name} ({schedule.package_hash[:12]}) is gone.",
+            f"Repackage it: dl schedule update {schedule.name}",
+        )
+    spec = schedule.spec
+    job = find_job(spec.get("job_dir") or schedule.job)
+    package = Package(path, schedule.package_hash, path.stat().st_size, [])
+    the_plan = api.Plan(job, schedule.target, dict(spec["params"]), dict(spec["data"]), package, dict(spec["options"]))
+    return api.start(the_plan, name=api.new_run_id(schedule.name, now=due_at), schedule=schedule.name)
+
+
+def tick(now: float | None = None, *, start=None) -> list[Decision]:
+    """Decide every active local schedule once at ``now``: start what is due, record skips.
+
+    Safe to call from several processes: each fire time is claimed in the store first.
+    ``start(store, schedule, due_at) -> Run`` starts a run (default ``fire``)."""
+    from orchestrator import api
+
+    store = open_store()
+    now = now if now is not None else time.time()
+    decisions: list[Decision] = []
+    for schedule in store.list_schedules():
+        if schedule.target != "local":
+            continue  # EventBridge fires those; `dl runs --sync` and `dl schedule show` review them
+        review(store, schedule)
+        if schedule.status != "active":
+            continue
+        since = _dt(schedule.last_fire_at or schedule.created_at)
+        expr = cronexpr.parse(schedule.expression)
+        due, count = cronexpr.latest_due(expr, schedule.timezone, since, _dt(now), anchor=_dt(schedule.created_at))
+        if due is None:
+            continue
+        due_at = due.timestamp()
+        previous = store.list(schedule=schedule.name, limit=1)
+        running = previous and not api.refresh(store, previous[0]).status.is_terminal
+        if running:
+            note = f"previous run {previous[0].id} is still {store.get(previous[0].id).status.value}"
+            if store.claim_firing(schedule.name, due_at, "skipped", note):
+                decisions.append(Decision(schedule.name, due_at, "skipped", None, count - 1, note))
+            continue
+        if not store.claim_firing(schedule.name, due_at, "starting"):
+            continue  # another scheduler decided this fire time
+        try:
+            run = (start or fire)(store, schedule, due_at)
+        except DlError as exc:
+            store.settle_firing(schedule.name, due_at, "failed", None, exc.message)
+            decisions.append(Decision(schedule.name, due_at, "failed", None, count - 1, exc.message))
+            continue
+        note = f"catch-up for {count} missed fire times" if count > 1 else None
+        store.settle_firing(schedule.name, due_at, "started", run.id, note)
+        decisions.append(Decision(schedule.name, due_at, "started", run.id, count - 1, note))
+    return decisions
+
+
+class SchedulerLock:
+    """An exclusive flock on DL_HOME/scheduler.lock: one `dl schedule run` per DL_HOME.
+
+    The kernel releases it when the process dies, so a crashed scheduler never blocks the next."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        from orchestrator.settings import dl_home
+
+        self.path = (home or dl_home()) / "scheduler.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def run_forever(*, poll: float = 30.0, clock=time.time, stop=None, report=None, once: bool = False) -> None:
+    """Hold the lock and tick every ``poll`` seconds until ``stop`` (a threading.Event) is set.
+    ``report`` receives each Decision. With ``once``: one tick, and none if another scheduler runs;
+    without, a second scheduler on the same DL_HOME is a UsageError."""
+    import threading
+
+    stop = stop or threading.Event()
+    lock = SchedulerLock()
+    if not lock.acquire():
+        if once:
+            return
+        raise UsageError(
+            f"Another `dl schedule run` (pid {lock.holder()}) holds {lock.path}.",
+            "Only one scheduler runs per DL_HOME; stop that one first.",
+        )
+    try:
+        while not stop.is_set():
+            for decision in tick(clock()):
+                if report:
+                    report(decision)
+            if once:
+                return
+            stop.wait(poll)
+    finally:
+        lock.release()
+
+
+def install_text(*, poll: float = 30.0) -> dict[str, str]:
+    """A systemd user unit running `dl schedule run`, and a crontab line running `--once` each minute."""
+    import shlex
+    import sys
+
+    from orchestrator.settings import dl_home
+
+    home = dl_home()
+    python = shlex.quote(sys.executable)
+    unit = (
+        "[Unit]\nDescription=dl scheduled retraining (dl schedule run)\nAfter=network-online.target\n\n"
+        f"[Service]\nEnvironment=DL_HOME={home}\nWorkingDirectory={Path.cwd()}\n"
+        f"ExecStart={sys.executable} -m orchestrator schedule run --poll {poll:g}\nRestart=on-failure\n"
+        "RestartSec=30\n\n[Install]\nWantedBy=default.target\n"
+    )
+    cron = (
+        f"* * * * * cd {shlex.quote(str(Path.cwd()))} && DL_HOME={shlex.quote(str(home))} {python} -m orchestrator"
+        f" schedule run --once >> {shlex.quote(str(home / 'scheduler.log'))} 2>&1"
+    )
+    path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
+    return {"unit": unit, "unit_path": str(path / "dl-scheduler.service"), "crontab": cron}
+
+
+# -- promotion -------------------------------------------------------------------------------
+
+
+def review(store: Store, schedule: Schedule) -> list[Run]:
+    """Decide promotion for the schedule's finished runs that have no decision yet (oldest first)."""
+    from orchestrator import api
+
+    decided = []
+    if not schedule.promote_metric:
+        return decided
+    for run in reversed(store.list(schedule=schedule.name, limit=50)):
+        if run.promotion:
+            continue
+        run = api.refresh(store, run)
+        if not run.status.is_terminal:
+            continue
+        decided.append(promote(store, store.get_schedule(schedule.name), run))
+    return decided
+
+
+def promote(store: Store, schedule: Schedule, run: Run) -> Run:
+    """Move the schedule's ``best`` pointer to ``run`` when its metric improved; record the decision."""
+    metric, mode = schedule.promote_metric, schedule.promote_mode or "max"
+    value = run.metrics.get(metric) if run.status is RunStatus.COMPLETED else None
+    best = store.get(schedule.best_run) if schedule.best_run and store.exists(schedule.best_run) else None
+    best_value = best.metrics.get(metric) if best else None
+    decision = {"metric": metric, "mode": mode, "value": value, "best_run": best.id if best else None,
+                "best_value": best_value, "promoted": False}  # fmt: skip
+    if value is None:
+        decision["reason"] = f"no {metric}" if run.status is RunStatus.COMPLETED else f"run {run.status.value}"
+    elif best_value is not None and not (value > best_value if mode == "max" else value < best_value):
+        decision["reason"] = f"{metric} {value:g} did not beat {best_value:g}"
+    else:
+        try:
+            decision["pointer"] = _move_pointer(schedule, run)
+        except DlError as exc:
+            decision["reason"] = f"could not copy the checkpoint: {exc.message}"
+        else:
+            decision["promoted"] = True
+            decision["reason"] = "first run" if best_value is None else f"{metric} {value:g} beat {best_value:g}"
+            store.update_schedule(schedule.name, best_run=run.id)
+    store.update(run.id, promotion=decision)
+    return store.get(run.id)
+
+
+def _move_pointer(schedule: Schedule, run: Run) -> str:
+    """Copy the run's best checkpoint to the schedule's fixed ``best`` location; return it."""
+    import shutil
+
+    from orchestrator import api
+    from orchestrator.backends import get_backend
+    from orchestrator.errors import ArtifactError
+
+    found = [a for a in api.select_artifacts(get_backend(run.target).artifacts(run), "best") if a.kind == "checkpoint"]
+    if not found:
+        raise ArtifactError(f"Run {run.id} has no checkpoint.")
+    if run.target != "local":
+        from orchestrator.backends.sagemaker import schedules as cloud
+
+        return cloud.copy_to_pointer(schedule, run, found[0].location)
+    folder = pointer_folder(schedule.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".best.ckpt.tmp-{os.getpid()}"
+    shutil.copyfile(found[0].location, tmp)
+    os.replace(tmp, folder / "best.ckpt")
+    return str(folder / "best.ckpt")
+
+
+# -- cloud runs --------------------------------------------------------------------------------
+
+
+def sync(store: Store | None = None, *, names: list[str] | None = None) -> list[Run]:
+    """Import the runs EventBridge started for cloud schedules (found by their dl:schedule tag)."""
+    store = store or open_store()
+    wanted = [s for s in store.list_schedules() if s.target != "local" and (names is None or s.name in names)]
+    if not wanted and names is not None:
+        return []
+    from orchestrator.backends.sagemaker import schedules as cloud
+
+    imported = cloud.discover(store, wanted)
+    for schedule in wanted:
+        review(store, schedule)
+    return imported
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
