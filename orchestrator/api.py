@@ -413,11 +413,15 @@ def pull(
 
 
 def _unpack(archive: Path, *, fresh: bool) -> list[Path]:
-    """Unpack a model/output archive beside itself (again only when it was just fetched)."""
+    """Unpack a model/output archive beside itself when it was just fetched or a member is missing
+    (an earlier pull that stopped between the download and the unpacking)."""
     from orchestrator.packaging import safe_extract
 
-    names = safe_extract(archive, archive.parent, dry_run=not fresh)
-    return [archive.parent / name for name in names]
+    names = safe_extract(archive, archive.parent, dry_run=True)
+    if fresh or any(not (archive.parent / name).is_file() for name in names):
+        safe_extract(archive, archive.parent)
+        return [archive.parent / name for name in names]
+    return []
 
 
 def select_artifacts(found: list[Artifact], which: str) -> list[Artifact]:

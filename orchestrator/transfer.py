@@ -5,12 +5,14 @@
 - an object already pulled and unchanged (same ETag and size in the folder's manifest, same
   size on disk) is skipped, so a second pull with nothing new costs one listing and makes no
   S3 client at all;
-- each object streams into ``.<name>.dlpart`` beside its destination (the ETag it belongs to
-  in ``.<name>.etag``); a pull that is killed leaves the part, and the next one continues it
-  with a ranged GET (``If-Match`` the same ETag) instead of starting over;
-- a connection that drops mid-object is retried from the byte it reached: at once while the
-  attempts bring new bytes, with a growing pause when they do not, and given up after
-  ``ATTEMPTS`` in a row that bring nothing;
+- each object streams into ``.<name>.dlpart`` beside its destination; a pull that is killed
+  leaves the part, and the next one continues it with a ranged GET (``If-Match`` the same
+  ETag, kept in ``.<name>.etag``) instead of starting over (objects under ``RESUMABLE`` bytes
+  simply start over);
+- a GET that fails outright (5xx, throttling) is retried by botocore; a body that breaks off
+  mid-object is continued from the byte it reached: at once while the attempts bring new
+  bytes, with a growing pause when they do not, and given up after ``ATTEMPTS`` in a row that
+  bring nothing;
 - a finished object is checked before it is renamed into place: its size; its bytes against
   S3's own checksum (the full-object checksum botocore checks while a whole-object GET
   streams, or else the MD5 of a single-part ETag); and the caller's own check, e.g. that a
@@ -30,7 +32,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ MANIFEST = ".dl-pull.json"
 CHUNK = 1024 * 1024
 ATTEMPTS = 6  # attempts in a row that bring no new byte before an object is given up
 SAVE_EVERY = 0.5  # seconds between manifest saves while a pull runs (and one at its end)
+RESUMABLE = 8 * CHUNK  # smaller objects start over rather than keep an ETag marker beside their part
 
 
 @dataclass
@@ -193,6 +195,8 @@ def download_all(client, transfers: list[Transfer], root: Path, *, workers: int 
     todo.sort(key=lambda t: t.size, reverse=True)
     progress = progress or Progress(0)
     progress.total = sum(t.size for t in todo)
+    from concurrent.futures import ThreadPoolExecutor, wait
+
     s3 = client() if callable(client) else client
     book = _Book(root, manifest, report)
     stop = threading.Event()
@@ -279,10 +283,16 @@ def _fetch(s3, transfer: Transfer, progress: Progress, stop: threading.Event) ->
     if resumed:
         digest.continue_from(part, resumed)
         progress.add(resumed)
-    with open(part, "ab") as out:
-        whole = _download(s3, transfer, out, digest, progress, stop)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(part, "ab") as out:
+            whole = _download(s3, transfer, out, digest, progress, stop)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        if digest.size == 0:  # nothing worth keeping for the next pull
+            part.unlink(missing_ok=True)
+            transfer.marker.unlink(missing_ok=True)
+        raise
     sha256 = _check(transfer, digest, whole)
     os.replace(part, transfer.dest)
     transfer.marker.unlink(missing_ok=True)
@@ -304,28 +314,28 @@ def _continuable(transfer: Transfer) -> int:
             same = False
         if same and size <= transfer.size:
             return size
-        part.unlink()  # a part of another version of the object
-    marker.write_text(transfer.etag)
-    part.unlink(missing_ok=True)
+        part.unlink()  # a part of another version of the object, or of a small one
+    if transfer.size >= RESUMABLE:
+        marker.write_text(transfer.etag)
     return 0
 
 
 def _download(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, stop: threading.Event) -> bool:
-    """GETs until the part holds the whole object; True when one GET brought all of it under S3's checksum."""
+    """GETs until the part holds the whole object; True when one GET brought all of it under S3's checksum.
+
+    A GET that fails outright (a 5xx, throttling, no connection) has had botocore's own retries
+    and is raised; a body that breaks off is continued here from the byte it reached.
+    """
     whole, failures = False, 0
     while digest.size < transfer.size:
         offset = digest.size
         try:
             whole = _stream(s3, transfer, out, digest, progress, stop)
-        except (_Stopped, ArtifactError):
-            raise
-        except Exception as exc:  # a dropped connection, a 5xx after botocore's own retries, a bad checksum
-            if _code(exc) in ("PreconditionFailed", "412"):
-                out.close()
-                transfer.part.unlink(missing_ok=True)
-                transfer.marker.unlink(missing_ok=True)
-                raise ArtifactError(f"{transfer.uri} changed during the pull.", "Pull again.") from None
-            if type(exc).__name__ == "FlexibleChecksumError":  # the bytes differ from S3's checksum: start over
+        except _Broken as broken:
+            from botocore.exceptions import FlexibleChecksumError
+
+            exc = broken.__cause__
+            if isinstance(exc, FlexibleChecksumError):  # the bytes differ from S3's checksum: start over
                 out.truncate(0)
                 progress.add(-digest.size)
                 digest.reset()
@@ -337,7 +347,18 @@ def _download(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, 
                 ) from None
             if failures and stop.wait(min(0.2 * 2**failures, 5.0)):
                 raise _Stopped() from None
+        except Exception as exc:
+            if _code(exc) in ("PreconditionFailed", "412"):
+                out.close()
+                transfer.part.unlink(missing_ok=True)
+                transfer.marker.unlink(missing_ok=True)
+                raise ArtifactError(f"{transfer.uri} changed during the pull.", "Pull again.") from None
+            raise
     return whole
+
+
+class _Broken(Exception):
+    """A response body that broke off (its cause: a dropped connection, a short read, a bad checksum)."""
 
 
 def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, stop: threading.Event) -> bool:
@@ -351,7 +372,13 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
         out.flush()
         digest.want_md5(transfer.part)
     try:
-        while chunk := body.read(CHUNK):
+        while True:
+            try:
+                chunk = body.read(CHUNK)
+            except Exception as exc:
+                raise _Broken() from exc
+            if not chunk:
+                return whole
             if stop.is_set():
                 raise _Stopped()
             try:
@@ -364,7 +391,6 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
             progress.add(len(chunk))
     finally:
         body.close()
-    return whole
 
 
 def _checksummed(body) -> bool:

@@ -8,6 +8,8 @@ CloudWatch, checkpoints and the model from S3. Only aws.py imports boto3.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,12 +143,27 @@ def estimate(placement: req.Placement) -> dict:
 
 
 def _aws(run_or_region, profile: str | None = None):
+    """The clients for a run's (or a region's) account; one set per region and profile per process."""
+    if isinstance(run_or_region, Run):
+        region, profile = run_or_region.backend_state.get("region"), run_or_region.backend_state.get("profile")
+    else:
+        region = run_or_region
+    # The environment that decides endpoint, credentials and retries is part of the key.
+    environment = tuple(os.environ.get(name) for name in _AWS_ENVIRONMENT)
+    return _clients(region, profile, environment)
+
+
+_AWS_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _clients(region: str | None, profile: str | None, environment: tuple):
     from orchestrator.backends.sagemaker.aws import Aws
 
-    if isinstance(run_or_region, Run):
-        state = run_or_region.backend_state
-        return Aws(state.get("region"), state.get("profile"))
-    return Aws(run_or_region, profile)
+    return Aws(region, profile)
 
 
 class SageMakerBackend:

@@ -56,15 +56,16 @@ def has_credentials(region: str | None, profile: str | None) -> None:
         )
 
 
-def _config():
+def _config(service: str):
     from botocore.config import Config
 
-    # Adaptive retries back off on throttling and 5xx before an error reaches the user. A retry
-    # mode or attempt count set the standard way (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS) is left to
-    # botocore: a key given here would override it.
+    # Retries back off on throttling and 5xx before an error reaches the user: adaptive for the
+    # control-plane APIs; standard for S3, where adaptive mode would slow a whole parallel pull
+    # after a single SlowDown. A retry mode or attempt count set the standard way
+    # (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS) is left to botocore: a key given here would override it.
     retries = {}
     if not os.environ.get("AWS_RETRY_MODE"):
-        retries["mode"] = "adaptive"
+        retries["mode"] = "standard" if service == "s3" else "adaptive"
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         retries["max_attempts"] = 8
     return Config(retries=retries, connect_timeout=10, read_timeout=60)
@@ -91,7 +92,7 @@ class Aws:
 
     def client(self, service: str):
         if service not in self._clients:
-            self._clients[service] = self._session.client(service, config=_config())
+            self._clients[service] = self._session.client(service, config=_config(service))
         return self._clients[service]
 
     # -- S3 ----------------------------------------------------------------------------

@@ -1,0 +1,364 @@
+"""`dl pull` (and the package upload of `dl launch`) under the faults real S3 produces.
+
+dl talks to moto on 127.0.0.1 through tests/s3_faults.py, a proxy that counts the body bytes it
+serves and plays what moto cannot: 500 InternalError and 503 SlowDown answers, connections that
+drop mid-body, and a pull killed halfway through a large object.
+
+moto cannot run a SageMaker training job, so ``cloud_run`` stands in for a finished one: it
+records the run in the store as `dl launch` and a completed job leave it, and puts the job's
+outputs (checkpoints under the run's checkpoint prefix, model.tar.gz where SageMaker writes it)
+into moto's S3 itself. Checkpoints are real zips, as torch.save writes them, because pull
+checks every .ckpt as a zip archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator import transfer
+from orchestrator.store import Run, RunStatus, open_store
+from tests.conftest import BUCKET, REGION, invoke, wait_for
+from tests.s3_faults import S3Faults, gets, puts
+
+RUN_ID = "mnist-20261125-1200-f4a1"
+PREFIX = f"dl/runs/{RUN_ID}"
+MODEL_KEY = f"{PREFIX}/output/{RUN_ID}/output/model.tar.gz"
+MiB = 1024 * 1024
+
+
+def checkpoint(payload: bytes) -> bytes:
+    """A zip laid out as torch.save writes one (a pickle and one stored tensor blob)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/data/0", payload)
+        archive.writestr("archive/version", b"3\n")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big() -> bytes:
+    """A 48 MiB checkpoint of random bytes: large enough that continuing a pull matters."""
+    return checkpoint(random.Random(7).randbytes(48 * MiB))
+
+
+@pytest.fixture
+def s3(aws, moto_endpoint):
+    """The test's own client, straight to moto: never through the proxy, so never counted."""
+    return aws.client("s3", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture
+def faults(aws, moto_endpoint, monkeypatch):
+    """dl reaches moto only through the fault-injecting proxy."""
+    with S3Faults(moto_endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        yield proxy
+
+
+def cloud_run(s3, checkpoints: dict[str, bytes], model: bool = True) -> None:
+    """A finished SageMaker run RUN_ID with these checkpoints and (unless not ``model``) a
+    model.tar.gz in moto's S3."""
+    for name, body in checkpoints.items():
+        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/checkpoints/{name}", Body=body)
+    if model:
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            for name, data in (("model.ckpt", checkpoint(b"weights" * 100)), ("dl_model.json", b'{"job": "mnist"}')):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        s3.put_object(Bucket=BUCKET, Key=MODEL_KEY, Body=archive.getvalue())
+    now = time.time()
+    store = open_store()
+    store.insert(
+        Run(
+            id=RUN_ID,
+            job="mnist",
+            target="sagemaker",
+            status=RunStatus.COMPLETED,
+            created_at=now - 900,
+            started_at=now - 880,
+            ended_at=now - 60,
+            checkpoint_uri=f"s3://{BUCKET}/{PREFIX}/checkpoints",
+            model_uri=f"s3://{BUCKET}/{MODEL_KEY}",
+            output_uri=f"s3://{BUCKET}/{PREFIX}/output",
+            backend_state={"region": REGION},
+        )
+    )
+    store.close()
+
+
+def small_checkpoints(count: int = 4) -> dict[str, bytes]:
+    rng = random.Random(count)
+    names = ["best.ckpt", "last.ckpt"] + [f"epoch={i}.ckpt" for i in range(count - 2)]
+    return {name: checkpoint(rng.randbytes(64 * 1024)) for name in names}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Part files and their ETag markers: a finished pull leaves none."""
+    return [p for p in folder.rglob(".*") if p.name.endswith((".dlpart", ".etag"))]
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / transfer.MANIFEST).read_text())
+
+
+def pull(*args: str):
+    result = invoke("pull", RUN_ID, *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+# -- a pull killed halfway continues where it stopped ---------------------------------------
+
+
+def test_a_killed_pull_fetches_only_the_rest(faults, s3, tmp_path, big):
+    cloud_run(s3, {"best.ckpt": big})
+    dest = tmp_path / "pulled"
+    part = dest / "checkpoints" / ".best.ckpt.dlpart"
+    half = len(big) // 2
+    # The proxy serves the first half of best.ckpt, then holds the connection open: the pull is
+    # SIGKILLed while it waits there, as a user's Ctrl-\ or an OOM kill would end it.
+    cut = faults.cut_once(gets("/checkpoints/best.ckpt"), at=half, hold=True)
+    dl = Path(sys.executable).parent / "dl"
+    proc = subprocess.Popen(
+        [str(dl), "pull", RUN_ID, "--to", str(dest)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(cut.reached.is_set, timeout=30, what="the proxy to serve half of best.ckpt")
+        wait_for(lambda: part.exists() and part.stat().st_size > half - transfer.CHUNK, timeout=30, what="the part")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=30)[0].decode()
+        cut.release()
+    assert proc.returncode == -signal.SIGKILL, output
+    assert not (dest / "checkpoints" / "best.ckpt").exists()
+    kept = part.stat().st_size
+    assert half - transfer.CHUNK < kept <= half
+
+    faults.reset()
+    result = pull("--to", str(dest))
+    assert "continued" in result.stdout, result.stdout
+    # Only the remainder came over the wire, in one ranged GET from the part's end.
+    assert faults.served("GET", "/checkpoints/best.ckpt") == len(big) - kept
+    assert [r.range for r in faults.requests("GET", "/checkpoints/best.ckpt")] == [f"bytes={kept}-"]
+    pulled = (dest / "checkpoints" / "best.ckpt").read_bytes()
+    assert sha256(pulled) == sha256(big)
+    assert leftovers(dest) == []
+    assert manifest(dest)["checkpoints/best.ckpt"]["sha256"] == sha256(big)
+
+
+def test_a_part_of_an_older_version_is_not_continued(faults, s3, tmp_path):
+    old = checkpoint(random.Random(1).randbytes(9 * MiB))
+    new = checkpoint(random.Random(2).randbytes(9 * MiB))
+    cloud_run(s3, {"best.ckpt": new})
+    # What a pull of the older version left when it was killed: half a part and its ETag.
+    folder = tmp_path / "pulled" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / ".best.ckpt.dlpart").write_bytes(old[: len(old) // 2])
+    (folder / ".best.ckpt.etag").write_text(hashlib.md5(old).hexdigest())
+    result = pull("--to", str(tmp_path / "pulled"))
+    assert "continued" not in result.stdout
+    assert faults.requests("GET", "/checkpoints/best.ckpt")[0].range is None
+    assert faults.served("GET", "/checkpoints/best.ckpt") == len(new)
+    assert (folder / "best.ckpt").read_bytes() == new
+    assert leftovers(tmp_path / "pulled") == []
+
+
+# -- S3 answering 500 / 503 ---------------------------------------------------------------------
+
+
+def test_pull_retries_500_and_503_slowdown(faults, s3, tmp_path):
+    objects = small_checkpoints(6)
+    cloud_run(s3, objects)
+    faults.fail(2, gets(".ckpt"), status=503)
+    faults.fail(2, gets(".ckpt"), status=500)
+    dest = tmp_path / "pulled"
+    pull("--all", "--to", str(dest))
+    statuses = [r.status for r in faults.requests("GET", ".ckpt")]
+    assert statuses.count(503) == 2 and statuses.count(500) == 2, statuses
+    for name, body in objects.items():
+        assert (dest / "checkpoints" / name).read_bytes() == body, name
+    assert leftovers(dest) == []
+    assert {f"checkpoints/{name}" for name in objects} <= set(manifest(dest))
+
+
+def test_launch_retries_500_and_503_on_the_package_upload(faults, s3):
+    package_puts = puts(f"/{BUCKET}/dl/packages/")
+    faults.fail(1, package_puts, status=503)
+    faults.fail(1, package_puts, status=500)
+    result = invoke("launch", "mnist", "--target", "sagemaker", "--gpu", "T4", "--json")
+    assert result.exit_code == 0, result.output
+    uploads = [r for r in faults.requests("PUT") if r.path.startswith(f"/{BUCKET}/dl/packages/")]
+    assert [r.status for r in uploads] == [503, 500, 200]
+    # What landed is the whole package: a tarball with the job's entry point in it.
+    key = uploads[-1].path.removeprefix(f"/{BUCKET}/")
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        assert "dl_entry.py" in archive.getnames()
+    assert hashlib.sha256(body).hexdigest() == key.split("/")[-2]  # content-addressed by its sha256
+
+
+# -- connections dropped mid-body -------------------------------------------------------------
+
+
+def test_a_dropped_connection_continues_from_the_byte_it_reached(faults, s3, tmp_path, big):
+    cloud_run(s3, {"best.ckpt": big})
+    faults.drop(3, gets("/checkpoints/best.ckpt"), after=10 * MiB + 12345)
+    dest = tmp_path / "pulled"
+    started = time.monotonic()
+    pull("--to", str(dest))
+    elapsed = time.monotonic() - started
+    requests = faults.requests("GET", "/checkpoints/best.ckpt")
+    assert [r.status for r in requests] == [0, 0, 0, 206]  # three cut, the fourth finished
+    # Each attempt asked for the bytes after those already kept, never from the start again.
+    starts = [0] + [int(r.range.removeprefix("bytes=").rstrip("-")) for r in requests[1:]]
+    assert starts == sorted(set(starts)) and starts[1] > 0, starts
+    served = faults.served("GET", "/checkpoints/best.ckpt")
+    assert served < 2 * len(big)
+    assert served <= len(big) + 3 * transfer.CHUNK  # at most a chunk lost per cut
+    assert sha256((dest / "checkpoints" / "best.ckpt").read_bytes()) == sha256(big)
+    assert manifest(dest)["checkpoints/best.ckpt"]["sha256"] == sha256(big)
+    assert leftovers(dest) == []
+    assert elapsed < 20, "attempts that bring new bytes are retried at once, without backing off"
+
+
+def test_a_body_that_keeps_breaking_off_is_given_up_and_its_part_kept(faults, s3, tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "ATTEMPTS", 2)  # give up after two attempts in a row that bring nothing
+    body = checkpoint(random.Random(3).randbytes(9 * MiB))
+    cloud_run(s3, {"best.ckpt": body}, model=False)
+    faults.drop(1, gets("/checkpoints/best.ckpt"), after=4 * MiB)
+    faults.drop(2, gets("/checkpoints/best.ckpt"), after=0)
+    dest = tmp_path / "pulled"
+    result = invoke("pull", RUN_ID, "--to", str(dest))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "best.ckpt kept failing" in lines[0] and "continues where it stopped" in lines[0]
+    assert not (dest / "checkpoints" / "best.ckpt").exists()
+    assert (dest / "checkpoints" / ".best.ckpt.dlpart").stat().st_size == 4 * MiB
+
+    faults.reset()
+    pull("--to", str(dest))
+    assert faults.served("GET", "/checkpoints/best.ckpt") == len(body) - 4 * MiB
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
+
+
+def test_bytes_corrupted_on_the_way_are_caught_and_fetched_again(faults, s3, tmp_path):
+    body = checkpoint(random.Random(4).randbytes(9 * MiB))
+    cloud_run(s3, {"best.ckpt": body}, model=False)
+    # A whole-object GET carries S3's CRC32, which botocore checks at the end: the engine starts over.
+    faults.corrupt(1, gets("/checkpoints/best.ckpt"), at=5 * MiB)
+    dest = tmp_path / "pulled"
+    pull("--to", str(dest))
+    assert [r.range for r in faults.requests("GET", "/checkpoints/best.ckpt")] == [None, None]
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
+
+    # A continued (ranged) GET carries no checksum: the MD5 of the whole file against the ETag
+    # catches the flipped byte, and the bad file never lands.
+    (dest / "checkpoints" / "best.ckpt").unlink()
+    faults.drop(1, gets("/checkpoints/best.ckpt"), after=4 * MiB)
+    faults.corrupt(1, gets("/checkpoints/best.ckpt"), at=1 * MiB)
+    result = invoke("pull", RUN_ID, "--to", str(dest))
+    assert result.exit_code == 1 and "MD5 differs" in result.stderr, result.output
+    assert not (dest / "checkpoints" / "best.ckpt").exists() and leftovers(dest) == []
+    pull("--to", str(dest))
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
+
+
+# -- nothing changed / one object changed -----------------------------------------------------
+
+
+def test_a_second_pull_skips_unchanged_files_and_fetches_a_changed_one(faults, s3, tmp_path):
+    objects = small_checkpoints(4)
+    cloud_run(s3, objects)
+    dest = tmp_path / "pulled"
+    pull("--all", "--to", str(dest))
+
+    faults.reset()
+    again = pull("--all", "--to", str(dest))
+    assert "Pulled 0 files" in again.stdout and "5 already here and unchanged" in again.stdout, again.stdout
+    assert faults.requests("GET", ".ckpt") == [] and faults.requests("GET", ".tar.gz") == []
+
+    changed = checkpoint(b"a new last checkpoint" * 1000)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/checkpoints/last.ckpt", Body=changed)
+    faults.reset()
+    third = pull("--all", "--to", str(dest))
+    fetched = {r.path.rsplit("/", 1)[1] for r in faults.requests("GET") if r.path.endswith((".ckpt", ".tar.gz"))}
+    assert fetched == {"last.ckpt"}
+    assert "4 already here and unchanged" in third.stdout, third.stdout
+    assert (dest / "checkpoints" / "last.ckpt").read_bytes() == changed
+    assert manifest(dest)["checkpoints/last.ckpt"]["sha256"] == sha256(changed)
+    for name in set(objects) - {"last.ckpt"}:
+        assert (dest / "checkpoints" / name).read_bytes() == objects[name]
+
+
+# -- a corrupt checkpoint on S3 ---------------------------------------------------------------
+
+
+def test_a_corrupt_checkpoint_is_named_and_never_replaces_a_good_file(faults, s3, tmp_path):
+    good = checkpoint(b"good weights" * 5000)
+    cloud_run(s3, {"best.ckpt": good})
+    dest = tmp_path / "pulled"
+    pull("--to", str(dest))
+    etag = manifest(dest)["checkpoints/best.ckpt"]["etag"]
+
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/checkpoints/best.ckpt", Body=b"not a zip at all " * 4000)
+    result = invoke("pull", RUN_ID, "--to", str(dest))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "best.ckpt" in lines[0] and "corrupt" in lines[0], result.stderr
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == good
+    assert manifest(dest)["checkpoints/best.ckpt"]["etag"] == etag  # so the next pull looks again
+    assert leftovers(dest) == []
+
+
+# -- dry run --------------------------------------------------------------------------------------
+
+
+def test_dry_run_lists_sources_and_destinations_and_transfers_nothing(faults, s3, tmp_path):
+    objects = small_checkpoints(3)
+    cloud_run(s3, objects)
+    dest = tmp_path / "pulled"
+    faults.reset()
+    result = pull("--all", "--dry-run", "--to", str(dest))
+    for name in objects:
+        source = f"s3://{BUCKET}/{PREFIX}/checkpoints/{name}"
+        assert f"{source} -> {dest / 'checkpoints' / name}" in result.stdout, result.stdout
+    assert f"s3://{BUCKET}/{MODEL_KEY} -> {dest / 'model' / 'model.tar.gz'}" in result.stdout
+    assert "Would pull 4 files" in result.stdout
+    assert faults.served("GET", ".ckpt") == 0 and faults.served("GET", ".tar.gz") == 0
+    assert not dest.exists()
+
+
+# -- the engine on its own ------------------------------------------------------------------------
+
+
+def test_an_empty_object_and_a_missing_one(s3, tmp_path):
+    s3.put_object(Bucket=BUCKET, Key="dl/empty.json", Body=b"")
+    head = s3.head_object(Bucket=BUCKET, Key="dl/empty.json")
+    empty = transfer.Transfer(BUCKET, "dl/empty.json", 0, head["ETag"].strip('"'), tmp_path / "out" / "empty.json")
+    report = transfer.download_all(s3, [empty], tmp_path / "out")
+    assert report.fetched == [empty.dest] and empty.dest.read_bytes() == b""
+    assert manifest(tmp_path / "out")["empty.json"]["sha256"] == sha256(b"")
+
+    gone = transfer.Transfer(BUCKET, "dl/gone.ckpt", 10, "0" * 32, tmp_path / "out" / "gone.ckpt")
+    with pytest.raises(Exception, match="NoSuchKey|Not Found|404"):
+        transfer.download_all(lambda: s3, [gone], tmp_path / "out")
+    assert leftovers(tmp_path / "out") == [] and not gone.dest.exists()
