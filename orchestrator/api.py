@@ -208,8 +208,9 @@ def launch(
     return start(plan(job_name, target=target, overrides=overrides, data=data, options=options), name=name)
 
 
-def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = None) -> Run:
-    """Start the run that ``the_plan`` describes (``schedule``: the schedule firing it)."""
+def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = None, sweep: str | None = None) -> Run:
+    """Start the run that ``the_plan`` describes (``schedule``: the schedule firing it;
+    ``sweep``: the sweep it belongs to)."""
     store = open_store()
     run_id = _valid_run_name(name) if name else new_run_id(the_plan.job.name)
     if store.exists(run_id):
@@ -232,6 +233,7 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
         data=the_plan.data,
         job_dir=str(the_plan.job.path),
         schedule=schedule,
+        sweep=sweep,
     )
     store.insert(run)
     try:
@@ -264,11 +266,20 @@ def refresh(store: Store, run: Run) -> Run:
 
 
 def list_runs(
-    *, job: str | None = None, status: str | None = None, limit: int | None = 50, target: str | None = None
+    *,
+    job: str | None = None,
+    status: str | None = None,
+    limit: int | None = 50,
+    target: str | None = None,
+    sort: str | None = None,
+    sweep: str | None = None,
 ) -> list[Run]:
+    """Runs, newest first; with ``sort`` ("METRIC", "METRIC:desc" or "METRIC:asc"), ranked by that
+    final metric (descending unless ``:asc``), runs without it last, then ``limit`` applied."""
     store = open_store()
     wanted = RunStatus.parse(status) if status else None
-    runs = store.list(job=job, status=wanted, target=target, limit=limit)
+    order = parse_sort(sort) if sort else None
+    runs = store.list(job=job, status=wanted, target=target, limit=None if order else limit, sweep=sweep)
     by_target: dict[str, list[Run]] = {}
     for run in runs:
         if not run.status.is_terminal:
@@ -279,7 +290,48 @@ def list_runs(
         many = getattr(backend, "refresh_many", None)
         updated = many(store, group) if many else [backend.refresh(store, r) for r in group]
         fresh.update({r.id: r for r in updated})
-    return [fresh.get(run.id, run) for run in runs]
+    runs = [fresh.get(run.id, run) for run in runs]
+    if order:
+        runs = rank(runs, *order)[:limit] if limit else rank(runs, *order)
+    return runs
+
+
+def parse_sort(text: str) -> tuple[str, bool]:
+    """``"val_acc"`` → ("val_acc", descending=True); ``"val_loss:asc"`` → ("val_loss", False)."""
+    metric, _, direction = text.partition(":")
+    direction = direction.lower() or "desc"
+    if not metric or direction not in ("asc", "desc"):
+        raise UsageError(f"--sort {text!r} is not METRIC[:asc|:desc].", "Example: --sort val_loss:asc")
+    return metric, direction == "desc"
+
+
+def rank(runs: list[Run], metric: str, descending: bool = True) -> list[Run]:
+    """Runs ordered by a final metric; those without it keep their order, after the others.
+    A metric that no run has is a usage error naming the metrics there are."""
+    having = [r for r in runs if isinstance(r.metrics.get(metric), (int, float))]
+    if runs and not having:
+        known = sorted({name for r in runs for name in r.metrics})
+        raise UsageError(
+            f"No run here has a metric {metric!r}.",
+            f"Known metrics: {', '.join(known)}." if known else "No run has finished with metrics yet.",
+        )
+    having.sort(key=lambda r: r.metrics[metric], reverse=descending)
+    return having + [r for r in runs if r not in having]
+
+
+def epoch_metrics(run_id: str) -> list[dict]:
+    """The run's metrics per epoch, in order: ``[{"epoch": 0, "step": 7, "val_acc": 0.91, ...}, ...]``.
+
+    Stored when a local run ends; while it runs (or if it died before storing them) they are read
+    from its metrics.csv."""
+    store = open_store()
+    run = store.get(run_id)
+    rows = store.epoch_metrics(run.id)
+    if rows or not run.output_uri or "://" in run.output_uri:
+        return rows
+    from orchestrator.backends.local.supervisor import epoch_rows_from_csv
+
+    return epoch_rows_from_csv(Path(run.output_uri) / "data" / "metrics.csv")
 
 
 def show(run_id: str) -> Run:
@@ -455,3 +507,15 @@ def list_artifacts(run_id: str) -> list[Artifact]:
     store = open_store()
     run = store.get(run_id)
     return get_backend(run.target).artifacts(run)
+
+
+# Comparing runs and sweeps live in sweeps.py and are part of this API (loaded on first use).
+_SWEEPS = {"Comparison", "compare", "grid_points", "monitor_of", "parse_grid", "sweep"}
+
+
+def __getattr__(name: str):
+    if name in _SWEEPS:
+        from orchestrator import sweeps
+
+        return getattr(sweeps, name)
+    raise AttributeError(f"module 'orchestrator.api' has no attribute {name!r}")

@@ -79,6 +79,7 @@ class Run:
     backend_state: dict = field(default_factory=dict)
     schedule: str | None = None  # the schedule that started it
     promotion: dict = field(default_factory=dict)  # the schedule's decision on it (moved best or not)
+    sweep: str | None = None  # the sweep (dl sweep) it belongs to
 
     @property
     def duration(self) -> float | None:
@@ -170,6 +171,19 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN promotion TEXT NOT NULL DEFAULT '{}';
     CREATE INDEX runs_schedule ON runs (schedule, created_at DESC);
     """,
+    # 3: per-epoch metrics of each run, and the sweep a run belongs to.
+    """
+    CREATE TABLE run_metrics (
+        run_id TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        step INTEGER,
+        name TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (run_id, epoch, name)
+    );
+    ALTER TABLE runs ADD COLUMN sweep TEXT;
+    CREATE INDEX runs_sweep ON runs (sweep, created_at);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -177,6 +191,7 @@ _COLUMNS = [
     "id", "job", "target", "status", "params", "package_hash", "git_commit", "git_dirty",
     "created_at", "started_at", "ended_at", "failure_reason", "metrics", "data", "job_dir",
     "log_uri", "checkpoint_uri", "model_uri", "output_uri", "backend_state", "schedule", "promotion",
+    "sweep",
 ]  # fmt: skip
 
 
@@ -266,8 +281,12 @@ class Store:
         target: str | None = None,
         limit: int | None = None,
         schedule: str | None = None,
+        sweep: str | None = None,
     ) -> list[Run]:
         where, args = [], []
+        if sweep:
+            where.append("sweep = ?")
+            args.append(sweep)
         if schedule:
             where.append("schedule = ?")
             args.append(schedule)
@@ -347,6 +366,43 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    # -- per-epoch metrics --------------------------------------------------------
+
+    def replace_epoch_metrics(self, run_id: str, rows: Iterable[dict]) -> int:
+        """Make ``rows`` (dicts with epoch, step and metric values) the run's per-epoch metrics.
+
+        The run's earlier rows go in the same transaction: a resumed run's metrics.csv holds
+        every epoch so far, so the store always mirrors the latest file. NaN values (a diverged
+        loss) are left out. Returns the number of values stored."""
+        values = []
+        for row in rows:
+            epoch, step = int(row["epoch"]), row.get("step")
+            for name, value in row.items():
+                if name not in ("epoch", "step") and value is not None and value == value:  # NaN: not stored
+                    values.append((run_id, epoch, None if step is None else int(step), name, float(value)))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM run_metrics WHERE run_id = ?", (run_id,))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO run_metrics (run_id, epoch, step, name, value) VALUES (?, ?, ?, ?, ?)", values
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return len(values)
+
+    def epoch_metrics(self, run_id: str) -> list[dict]:
+        """One dict per epoch, in order: ``{"epoch": 0, "step": 7, "val_acc": 0.9, ...}``."""
+        by_epoch: dict[int, dict] = {}
+        rows = self._db.execute(
+            "SELECT epoch, step, name, value FROM run_metrics WHERE run_id = ? ORDER BY epoch, name", (run_id,)
+        )
+        for epoch, step, name, value in rows:
+            entry = by_epoch.setdefault(epoch, {"epoch": epoch, "step": step})
+            entry[name] = value
+        return list(by_epoch.values())
 
     # -- transitions: each returns True when it changed the run ------------------
 

@@ -19,8 +19,8 @@ from orchestrator import __version__, settings
 from orchestrator.errors import DlError
 
 _ORDER = [
-    "jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "schedule", "gpus", "config", "infra",
-    "doctor",
+    "jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "plot", "compare", "sweep", "schedule",
+    "gpus", "config", "infra", "doctor",
 ]  # fmt: skip
 
 
@@ -89,6 +89,7 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
+from orchestrator.cli import compare as _compare  # noqa: E402,F401
 from orchestrator.cli import config as _config  # noqa: E402,F401
 from orchestrator.cli import doctor as _doctor  # noqa: E402,F401
 from orchestrator.cli import gpus as _gpus  # noqa: E402,F401

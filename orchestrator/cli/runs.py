@@ -18,13 +18,18 @@ def runs(
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N runs, newest first (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of runs."),
     sync: bool = typer.Option(False, "--sync", help="First import the runs cloud schedules started (found in AWS)."),
+    sort: str = typer.Option(
+        None, "--sort", metavar="METRIC[:asc]", help="Rank by a final metric, highest first (:asc lowest first)."
+    ),
 ) -> None:
-    """List runs, newest first.
+    """List runs, newest first, or ranked by a final metric (--sort; runs without it last).
 
     \b
     [bold]Examples[/bold]
       dl runs
       dl runs --job mnist --status Completed -n 5
+      dl runs --job playground --sort val_acc
+      dl runs --sort val_loss:asc -n 3
       dl runs --json | jq '.[0].metrics'
       dl runs --sync
     """
@@ -36,7 +41,7 @@ def runs(
         imported = scheduling.sync()
         if imported:
             typer.echo(f"Imported {len(imported)} run(s) started by schedules.", err=True)
-    found = api.list_runs(job=job, status=status, target=target, limit=limit or None)
+    found = api.list_runs(job=job, status=status, target=target, limit=limit or None, sort=sort)
     if as_json:
         render.print_json([run.to_json() for run in found])
     elif not found:

@@ -51,6 +51,30 @@ def final_metrics_from_csv(path: Path) -> dict:
     return final
 
 
+def epoch_rows_from_csv(path: Path) -> list[dict]:
+    """metrics.csv as dicts of floats (epoch and step as ints); empty cells and bad rows are left out."""
+    import csv
+
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            try:
+                row: dict = {"epoch": int(raw["epoch"]), "step": int(raw["step"]) if raw.get("step") else None}
+            except (KeyError, TypeError, ValueError):
+                continue
+            for key, value in raw.items():
+                if key in ("epoch", "step") or value in (None, ""):
+                    continue
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    continue
+            rows.append(row)
+    return rows
+
+
 def failure_reason(base: Path, returncode: int, log: Path) -> str:
     """One line for the store: the runtime's own failure line, else how the program ended."""
     failure = base / "output" / contract.FAILURE_FILE
@@ -133,6 +157,12 @@ def supervise(home: Path, run_id: str) -> int:
     returncode, reason = run_program(base, cspec, child_env(base, cspec), _log_stream(base), on_start=started)
     outcome = read_outcome(base)
     metrics = outcome.get("final", {})
+    # Every epoch so far (a resumed run's file holds its earlier epochs too): replaces the run's rows.
+    # Stored before the run turns terminal, so whoever sees it finished also sees its curves.
+    try:
+        store.replace_epoch_metrics(run_id, epoch_rows_from_csv(base / "output" / "data" / "metrics.csv"))
+    except Exception as exc:  # never let bookkeeping keep a finished run InProgress
+        print(f"dl: could not store per-epoch metrics ({exc}); metrics.csv has them", flush=True)
     stop_requested = stop_seen or store.get(run_id).backend_state.get("stop_requested")
     if returncode == 0:
         store.mark_finished(run_id, RunStatus.COMPLETED, metrics=metrics)
