@@ -232,6 +232,13 @@ def test_a_played_training_job_shows_logs_and_pulls(moto, tmp_path):
     assert state["started_at"] and state["ended_at"]
     assert state["checkpoints"] == job["CheckpointConfig"]["S3Uri"]
     assert state["model"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    # Its learning curve came from metrics.csv inside output.tar.gz, as for a local run.
+    from orchestrator import api
+
+    curve = api.epoch_metrics(run_id)
+    assert [row["epoch"] for row in curve] == [0, 1] and all("val_acc" in row for row in curve)
+    plotted = invoke("plot", run_id)
+    assert plotted.exit_code == 0 and run_id in plotted.stdout
 
     dest = tmp_path / "pulled"
     pulled = invoke("pull", run_id, "--to", str(dest))

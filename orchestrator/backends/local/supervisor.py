@@ -53,25 +53,31 @@ def final_metrics_from_csv(path: Path) -> dict:
 
 def epoch_rows_from_csv(path: Path) -> list[dict]:
     """metrics.csv as dicts of floats (epoch and step as ints); empty cells and bad rows are left out."""
-    import csv
-
     if not path.is_file():
         return []
-    rows = []
     with open(path, newline="") as handle:
-        for raw in csv.DictReader(handle):
-            try:
-                row: dict = {"epoch": int(raw["epoch"]), "step": int(raw["step"]) if raw.get("step") else None}
-            except (KeyError, TypeError, ValueError):
+        return epoch_rows(handle.read())
+
+
+def epoch_rows(text: str) -> list[dict]:
+    """The runtime's metrics.csv text as rows (see epoch_rows_from_csv)."""
+    import csv
+    import io
+
+    rows = []
+    for raw in csv.DictReader(io.StringIO(text)):
+        try:
+            row: dict = {"epoch": int(raw["epoch"]), "step": int(raw["step"]) if raw.get("step") else None}
+        except (KeyError, TypeError, ValueError):
+            continue
+        for key, value in raw.items():
+            if key in ("epoch", "step") or value in (None, ""):
                 continue
-            for key, value in raw.items():
-                if key in ("epoch", "step") or value in (None, ""):
-                    continue
-                try:
-                    row[key] = float(value)
-                except ValueError:
-                    continue
-            rows.append(row)
+            try:
+                row[key] = float(value)
+            except ValueError:
+                continue
+        rows.append(row)
     return rows
 
 

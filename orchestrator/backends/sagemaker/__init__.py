@@ -303,39 +303,47 @@ class SageMakerBackend:
             store.mark_in_progress(run.id, started_at=start.timestamp() if start else None)
         if status.is_terminal:
             end = job.get("TrainingEndTime") or job.get("LastModifiedTime")
+            final, rows = self._read_output(run)
+            if rows:  # stored before the run reads as finished, so whoever sees it ended sees its curves
+                store.replace_epoch_metrics(run.id, rows)
             store.mark_finished(
                 run.id,
                 status,
                 failure_reason=job.get("FailureReason") if status is RunStatus.FAILED else None,
-                metrics=self._summary_metrics(run) or metrics or run.metrics,
+                metrics=final or metrics or run.metrics,
                 ended_at=end.timestamp() if end else None,
             )
         elif status is RunStatus.STOPPING:
             store.mark_stopping(run.id)
 
-    def _summary_metrics(self, run: Run) -> dict:
-        """Final metrics from the runtime's summary.json inside output.tar.gz (read once, at the end)."""
+    def _read_output(self, run: Run) -> tuple[dict, list[dict]]:
+        """Final metrics (summary.json) and per-epoch rows (metrics.csv) from the run's output.tar.gz,
+        read once, when the run ends."""
         import io
         import json
         import tarfile
 
+        from orchestrator.backends.local.supervisor import epoch_rows
+
         if not run.model_uri:
-            return {}
+            return {}, []
         output = run.model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
         aws = _aws(run)
         meta = aws.head(output)
         if meta is None or meta.size > 50 * 1024 * 1024:
-            return {}
+            return {}, []
         bucket, key = _split(output)
-        blob = aws.read(bucket, key)
         try:
-            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-                member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "summary.json"), None)
-                if member is None or not member.isfile():
-                    return {}
-                return dict(json.loads(tar.extractfile(member).read()).get("final", {}))
-        except (tarfile.TarError, json.JSONDecodeError, OSError):
-            return {}
+            with tarfile.open(fileobj=io.BytesIO(aws.read(bucket, key)), mode="r:gz") as tar:
+                files = {m.name.lstrip("./"): m for m in tar.getmembers() if m.isfile()}
+
+                def text(name: str) -> str:
+                    return tar.extractfile(files[name]).read().decode() if name in files else ""
+
+                summary = json.loads(text("summary.json") or "{}")
+                return dict(summary.get("final", {})), epoch_rows(text("metrics.csv"))
+        except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return {}, []
 
     # -- logs ----------------------------------------------------------------------------
 
