@@ -334,6 +334,29 @@ def epoch_metrics(run_id: str) -> list[dict]:
     return epoch_rows_from_csv(Path(run.output_uri) / "data" / "metrics.csv")
 
 
+def monitor_of(run: Run) -> tuple[str | None, str]:
+    """The monitored metric and mode of the run's job, from its job.toml (None when it cannot be read)."""
+    from orchestrator.errors import JobError
+    from orchestrator.jobs import load_job
+
+    try:
+        job = load_job(Path(run.job_dir)) if run.job_dir else find_job(run.job)
+    except JobError:
+        return None, "max"
+    return job.monitor, job.mode
+
+
+def best_epoch(run: Run) -> dict | None:
+    """The epoch where the job's monitored metric was best: {metric, value, epoch, step}; None if unknown."""
+    monitor, mode = monitor_of(run)
+    rows = [r for r in epoch_metrics(run.id) if monitor and r.get(monitor) is not None]
+    if not rows:
+        return None
+    pick = max if mode == "max" else min
+    row = pick(rows, key=lambda r: r[monitor])
+    return {"metric": monitor, "value": row[monitor], "epoch": row["epoch"], "step": row.get("step")}
+
+
 def show(run_id: str) -> Run:
     store = open_store()
     return refresh(store, store.get(run_id))
@@ -510,7 +533,7 @@ def list_artifacts(run_id: str) -> list[Artifact]:
 
 
 # Comparing runs and sweeps live in sweeps.py and are part of this API (loaded on first use).
-_SWEEPS = {"Comparison", "compare", "grid_points", "monitor_of", "parse_grid", "sweep"}
+_SWEEPS = {"Comparison", "compare", "grid_points", "parse_grid", "sweep"}
 
 
 def __getattr__(name: str):

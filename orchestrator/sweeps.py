@@ -5,11 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from orchestrator.api import new_run_id, parse_assignments, plan, rank, refresh, start
+from orchestrator.api import monitor_of, new_run_id, parse_assignments, plan, rank, refresh, start
 from orchestrator.errors import UsageError
-from orchestrator.jobs import find_job
 from orchestrator.store import Run, open_store
 
 
@@ -59,18 +57,6 @@ def compare(run_ids: list[str] | None = None, *, sweep: str | None = None) -> Co
     if sweep and monitor and any(monitor in r.metrics for r in runs):
         runs = rank(runs, monitor, descending=mode == "max")
     return Comparison(runs, differing, metrics, monitor, mode)
-
-
-def monitor_of(run: Run) -> tuple[str | None, str]:
-    """The monitored metric and mode of the run's job, from its job.toml (None when it cannot be read)."""
-    from orchestrator.errors import JobError
-    from orchestrator.jobs import load_job
-
-    try:
-        job = load_job(Path(run.job_dir)) if run.job_dir else find_job(run.job)
-    except JobError:
-        return None, "max"
-    return job.monitor, job.mode
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list[str]]:

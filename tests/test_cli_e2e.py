@@ -60,6 +60,9 @@ def test_show_text_and_logs(in_finished_home):
     shown = invoke("show", run_id)
     assert shown.exit_code == 0
     assert "Completed" in shown.stdout and "val_acc" in shown.stdout and "max_epochs" in shown.stdout
+    assert "Best      val_acc=" in shown.stdout  # the monitored metric's best epoch
+    best = json.loads(invoke("show", run_id, "--json").stdout)["best"]
+    assert best["metric"] == "val_acc" and best["epoch"] in (0, 1) and 0.0 <= best["value"] <= 1.0
     logs = invoke("logs", run_id)
     assert logs.exit_code == 0
     assert "data: scikit-learn digits" in logs.stdout and "epoch 2/2" in logs.stdout

@@ -66,7 +66,7 @@ def show(
 
     run = api.show(run_id)
     if as_json:
-        render.print_json({**run.to_json(), "checkpoint_manifest": api.checkpoints(run)})
+        render.print_json({**run.to_json(), "best": api.best_epoch(run), "checkpoint_manifest": api.checkpoints(run)})
         return
     rows = [
         ("Run", run.id),
@@ -100,6 +100,10 @@ def show(
         typer.echo(f"{key.ljust(width)}  {value}")
     _section("Parameters", run.params)
     _section("Metrics (final)", {k: f"{v:.6g}" for k, v in run.metrics.items()})
+    best = api.best_epoch(run)
+    if best:
+        where = f"epoch {best['epoch'] + 1} (step {best['step']})"
+        typer.echo(f"\nBest      {best['metric']}={best['value']:.6g} at {where}")
     if run.data:
         _section("Data", run.data)
     entries = api.checkpoints(run)
