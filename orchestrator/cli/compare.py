@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 
@@ -95,14 +95,14 @@ def sweep(
     parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="At most N runs unfinished at once."),
     wait: bool = typer.Option(False, "--wait", help="Wait for every run to end, then print the comparison."),
     local: bool = typer.Option(False, "--local", help="Run on this machine."),
-    target: str = typer.Option(None, "--target", metavar="TARGET", help="local or sagemaker (default from config)."),
-    data: list[str] = typer.Option(None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel."),
-    gpu: str = typer.Option(None, "--gpu", metavar="[MODEL[:N]]", help="GPU on SageMaker (implies sagemaker)."),
-    instance_type: str = typer.Option(None, "--instance-type", metavar="TYPE", help="Exact SageMaker type."),
-    spot: bool = typer.Option(None, "--spot/--on-demand", help="Managed spot capacity."),
-    max_hours: float = typer.Option(None, "--max-hours", min=0.02, help="Stop each job after this many hours."),
-    region: str = typer.Option(None, "--region", metavar="REGION", help="AWS region."),
-    profile: str = typer.Option(None, "--profile", metavar="NAME", help="AWS profile."),
+    target: str = options.TARGET,
+    data: list[str] = options.DATA,
+    gpu: str = options.GPU,
+    instance_type: str = options.INSTANCE_TYPE,
+    spot: bool = options.SPOT,
+    max_hours: float = options.MAX_HOURS,
+    region: str = options.REGION,
+    profile: str = options.PROFILE,
 ) -> None:
     """Launch a grid of runs: every combination of the --set lists, under one sweep id.
 

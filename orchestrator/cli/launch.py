@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 
@@ -21,27 +21,23 @@ if TYPE_CHECKING:
 def launch(
     job: str = typer.Argument(..., metavar="JOB", help="Job name (see `dl jobs`) or path to a job folder."),
     local: bool = typer.Option(False, "--local", help="Run on this machine."),
-    target: str = typer.Option(None, "--target", metavar="TARGET", help="local or sagemaker (default from config)."),
-    set_: list[str] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Hyperparameter; repeatable."),
-    data: list[str] = typer.Option(
-        None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel: a folder, or s3:// for sagemaker."
-    ),
-    gpu: str = typer.Option(
-        None, "--gpu", metavar="[MODEL[:N]]", help="GPU on SageMaker: alone = cheapest 1-GPU; A10G, T4, A100:8..."
-    ),
-    instance_type: str = typer.Option(None, "--instance-type", metavar="TYPE", help="Exact type, e.g. ml.g5.2xlarge."),
-    nodes: int = typer.Option(None, "--nodes", min=1, help="Instances (torchrun across them)."),
-    spot: bool = typer.Option(None, "--spot/--on-demand", help="Managed spot capacity (default from config)."),
-    max_hours: float = typer.Option(None, "--max-hours", min=0.02, help="Stop the job after this many hours."),
-    volume_gb: int = typer.Option(None, "--volume-gb", min=1, help="Disk per instance, GB."),
-    image: str = typer.Option(None, "--image", metavar="URI", help="Training image instead of the PyTorch DLC."),
-    framework_version: str = typer.Option(None, "--framework-version", metavar="VER", help="PyTorch DLC version."),
-    region: str = typer.Option(None, "--region", metavar="REGION", help="AWS region (default from config)."),
-    profile: str = typer.Option(None, "--profile", metavar="NAME", help="AWS profile."),
+    target: str = options.TARGET,
+    set_: list[str] = options.SET,
+    data: list[str] = options.DATA,
+    gpu: str = options.GPU,
+    instance_type: str = options.INSTANCE_TYPE,
+    nodes: int = options.NODES,
+    spot: bool = options.SPOT,
+    max_hours: float = options.MAX_HOURS,
+    volume_gb: int = options.VOLUME_GB,
+    image: str = options.IMAGE,
+    framework_version: str = options.FRAMEWORK_VERSION,
+    region: str = options.REGION,
+    profile: str = options.PROFILE,
     from_run: str = typer.Option(
         None, "--from", metavar="RUN[:best|:last]", help="Start from another run's checkpoint (weights)."
     ),
-    from_optimizer: bool = typer.Option(False, "--from-optimizer", help="With --from: the optimizer state too."),
+    from_optimizer: bool = options.FROM_OPTIMIZER,
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
     detach: bool = typer.Option(False, "--detach", help="Return at once with the run id (the default)."),

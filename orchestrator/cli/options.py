@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from typer.core import TyperCommand
 
 
@@ -15,3 +16,24 @@ class OptionalGpuCommand(TyperCommand):
             if arg == "--gpu" and (i + 1 == len(args) or args[i + 1].startswith("-")):
                 fixed.append("any")
         return super().parse_args(ctx, fixed)
+
+
+# The launch options that `dl launch`, `dl schedule create` and `dl sweep` share.
+TARGET = typer.Option(None, "--target", metavar="TARGET", help="local or sagemaker (default from config).")
+SET = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Hyperparameter; repeatable.")
+DATA = typer.Option(
+    None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel: a folder, or s3:// for sagemaker."
+)
+GPU = typer.Option(
+    None, "--gpu", metavar="[MODEL[:N]]", help="GPU on SageMaker: alone = cheapest 1-GPU; A10G, T4, A100:8..."
+)
+INSTANCE_TYPE = typer.Option(None, "--instance-type", metavar="TYPE", help="Exact type, e.g. ml.g5.2xlarge.")
+NODES = typer.Option(None, "--nodes", min=1, help="Instances (torchrun across them).")
+SPOT = typer.Option(None, "--spot/--on-demand", help="Managed spot capacity (default from config).")
+MAX_HOURS = typer.Option(None, "--max-hours", min=0.02, help="Stop each job after this many hours.")
+VOLUME_GB = typer.Option(None, "--volume-gb", min=1, help="Disk per instance, GB.")
+IMAGE = typer.Option(None, "--image", metavar="URI", help="Training image instead of the PyTorch DLC.")
+FRAMEWORK_VERSION = typer.Option(None, "--framework-version", metavar="VER", help="PyTorch DLC version.")
+REGION = typer.Option(None, "--region", metavar="REGION", help="AWS region (default from config).")
+PROFILE = typer.Option(None, "--profile", metavar="NAME", help="AWS profile.")
+FROM_OPTIMIZER = typer.Option(False, "--from-optimizer", help="With --from: the optimizer state too.")

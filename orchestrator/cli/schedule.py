@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 
@@ -33,23 +33,23 @@ def create(
     retries: int = typer.Option(None, "--retries", min=0, max=185, help="Cloud: retry attempts if AWS cannot start."),
     window: int = typer.Option(None, "--window", min=1, max=1440, help="Cloud: flexible window, minutes."),
     local: bool = typer.Option(False, "--local", help="Fire on this machine (`dl schedule run`)."),
-    target: str = typer.Option(None, "--target", metavar="TARGET", help="local or sagemaker (default from config)."),
-    set_: list[str] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Hyperparameter; repeatable."),
-    data: list[str] = typer.Option(None, "--data", "-d", metavar="CHANNEL=PATH", help="Data channel."),
-    gpu: str = typer.Option(None, "--gpu", metavar="[MODEL[:N]]", help="GPU on SageMaker."),
-    instance_type: str = typer.Option(None, "--instance-type", metavar="TYPE", help="Exact type."),
-    nodes: int = typer.Option(None, "--nodes", min=1, help="Instances."),
-    spot: bool = typer.Option(None, "--spot/--on-demand", help="Managed spot capacity."),
-    max_hours: float = typer.Option(None, "--max-hours", min=0.02, help="Stop each run after this many hours."),
-    volume_gb: int = typer.Option(None, "--volume-gb", min=1, help="Disk per instance, GB."),
-    image: str = typer.Option(None, "--image", metavar="URI", help="Training image."),
-    framework_version: str = typer.Option(None, "--framework-version", metavar="VER", help="PyTorch DLC version."),
-    region: str = typer.Option(None, "--region", metavar="REGION", help="AWS region."),
-    profile: str = typer.Option(None, "--profile", metavar="NAME", help="AWS profile."),
+    target: str = options.TARGET,
+    set_: list[str] = options.SET,
+    data: list[str] = options.DATA,
+    gpu: str = options.GPU,
+    instance_type: str = options.INSTANCE_TYPE,
+    nodes: int = options.NODES,
+    spot: bool = options.SPOT,
+    max_hours: float = options.MAX_HOURS,
+    volume_gb: int = options.VOLUME_GB,
+    image: str = options.IMAGE,
+    framework_version: str = options.FRAMEWORK_VERSION,
+    region: str = options.REGION,
+    profile: str = options.PROFILE,
     from_run: str = typer.Option(
         None, "--from", metavar="RUN[:best]|SCHEDULE:best", help="Warm start; SCHEDULE:best = its best so far."
     ),
-    from_optimizer: bool = typer.Option(False, "--from-optimizer", help="With --from: the optimizer state too."),
+    from_optimizer: bool = options.FROM_OPTIMIZER,
 ) -> None:
     """Create a schedule: package JOB once (pinned by hash) and launch it on every fire time.
 

@@ -111,6 +111,20 @@ def _staged(spec: LaunchSpec, placement: req.Placement) -> dict[str, _Staged]:
     return staged
 
 
+def upload_inputs(aws, spec: LaunchSpec, placement: req.Placement) -> str:
+    """Put the package under its hash (once) and stage --from checkpoints; return the package URI."""
+    package_uri = req.package_uri(placement, spec.package.sha256)
+    existing = aws.head(package_uri)
+    if existing is None or existing.size != spec.package.size:
+        aws.upload(spec.package.path, package_uri)
+    for stage in _staged(spec, placement).values():
+        if stage.source.startswith("s3://"):
+            aws.copy(stage.source, stage.key_uri)
+        elif aws.head(stage.key_uri) is None:
+            aws.upload(Path(stage.source), stage.key_uri)
+    return package_uri
+
+
 def request_for(run_id: str, spec: LaunchSpec, placement: req.Placement, git_commit: str | None) -> dict:
     data = dict(spec.data)
     for name, stage in _staged(spec, placement).items():
@@ -219,15 +233,7 @@ class SageMakerBackend:
         request = request_for(run.id, spec, placement, run.git_commit)
         profile = settings_for(spec).session_kwargs().get("profile_name")
         aws = _aws(placement.region, profile)
-        package_uri = req.package_uri(placement, spec.package.sha256)
-        existing = aws.head(package_uri)
-        if existing is None or existing.size != spec.package.size:
-            aws.upload(spec.package.path, package_uri)
-        for stage in _staged(spec, placement).values():
-            if stage.source.startswith("s3://"):
-                aws.copy(stage.source, stage.key_uri)
-            elif aws.head(stage.key_uri) is None:
-                aws.upload(Path(stage.source), stage.key_uri)
+        package_uri = upload_inputs(aws, spec, placement)
         prefix = req.run_prefix(placement, run.id)
         store.merge_backend_state(
             run.id,

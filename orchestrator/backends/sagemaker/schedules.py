@@ -90,20 +90,9 @@ def _request(schedule: Schedule, the_plan: Plan, placement: req.Placement) -> di
 
 def _upload(aws, the_plan: Plan, placement: req.Placement) -> None:
     """The package under its hash, and a --from RUN checkpoint staged as the backend stages it."""
-    from pathlib import Path
+    from orchestrator.backends.sagemaker import upload_inputs
 
-    from orchestrator.backends.sagemaker import _staged
-
-    spec = the_plan.spec
-    package = req.package_uri(placement, spec.package.sha256)
-    existing = aws.head(package)
-    if existing is None or existing.size != spec.package.size:
-        aws.upload(spec.package.path, package)
-    for stage in _staged(spec, placement).values():
-        if stage.source.startswith("s3://"):
-            aws.copy(stage.source, stage.key_uri)
-        elif aws.head(stage.key_uri) is None:
-            aws.upload(Path(stage.source), stage.key_uri)
+    upload_inputs(aws, the_plan.spec, placement)
 
 
 def _target(schedule: Schedule, the_plan: Plan, placement: req.Placement, role_arn: str) -> dict:
