@@ -117,15 +117,12 @@ def sweep(
     """
     from orchestrator import api
 
-    if local and target and target != "local":
-        raise UsageError(f"--local and --target {target} contradict each other.", "Pick one.")
-    cloud = gpu or instance_type
-    chosen = "local" if local else target or ("sagemaker" if cloud else None)
+    chosen = options.choose_target(local, target, gpu=gpu, instance_type=instance_type)
     if not set_:
         raise UsageError("A sweep needs values to try.", f"Example: dl sweep {job} --set lr=0.1,0.01")
     grid = api.parse_grid(set_)
     size = len(api.grid_points(grid))
-    options = {"gpu": gpu, "instance_type": instance_type, "spot": spot, "max_hours": max_hours,
+    launch_options = {"gpu": gpu, "instance_type": instance_type, "spot": spot, "max_hours": max_hours,
                "region": region, "profile": profile}  # fmt: skip
 
     def launched(run) -> None:
@@ -138,7 +135,7 @@ def sweep(
     runs_seen: list = []
     sweep_id, runs = api.sweep(
         job, grid, parallel=parallel, target=chosen, data=api.parse_assignments(data, "--data"),
-        options=options, on_launch=launched,
+        options=launch_options, on_launch=launched,
     )  # fmt: skip
     typer.echo(f"Sweep {sweep_id}: all {len(runs)} runs launched.")
     if not wait:

@@ -64,13 +64,8 @@ def launch(
 
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
-    cloud_flags = [f for f, v in (("--gpu", gpu), ("--instance-type", instance_type), ("--nodes", nodes)) if v]
-    if local and target and target != "local":
-        raise UsageError(f"--local and --target {target} contradict each other.", "Pick one.")
-    if local and cloud_flags:
-        raise UsageError(f"{cloud_flags[0]} is for the sagemaker target, not --local.", "Drop one of them.")
-    chosen = "local" if local else target or ("sagemaker" if cloud_flags else None)
-    options = {
+    chosen = options.choose_target(local, target, gpu=gpu, instance_type=instance_type, nodes=nodes)
+    launch_options = {
         "gpu": gpu, "instance_type": instance_type, "nodes": nodes, "spot": spot, "max_hours": max_hours,
         "volume_gb": volume_gb, "image": image, "framework_version": framework_version, "region": region,
         "profile": profile, "from_run": from_run, "from_optimizer": from_optimizer or None,
@@ -80,7 +75,7 @@ def launch(
         target=chosen,
         overrides=api.parse_assignments(set_, "--set"),
         data=api.parse_assignments(data, "--data"),
-        options=options,
+        options=launch_options,
     )
     if plan.package.secrets:
         typer.secho(

@@ -37,3 +37,16 @@ FRAMEWORK_VERSION = typer.Option(None, "--framework-version", metavar="VER", hel
 REGION = typer.Option(None, "--region", metavar="REGION", help="AWS region (default from config).")
 PROFILE = typer.Option(None, "--profile", metavar="NAME", help="AWS profile.")
 FROM_OPTIMIZER = typer.Option(False, "--from-optimizer", help="With --from: the optimizer state too.")
+
+
+def choose_target(local: bool, target: str | None, **cloud: object) -> str | None:
+    """The target a command's flags ask for: --local, else --target, else sagemaker when a
+    cloud-only flag (``cloud``: gpu=..., instance_type=..., nodes=...) is given, else None (config's)."""
+    from orchestrator.errors import UsageError
+
+    flags = ["--" + name.replace("_", "-") for name, value in cloud.items() if value]
+    if local and target and target != "local":
+        raise UsageError(f"--local and --target {target} contradict each other.", "Pick one.")
+    if local and flags:
+        raise UsageError(f"{flags[0]} is for the sagemaker target, not --local.", "Drop one of them.")
+    return "local" if local else target or ("sagemaker" if flags else None)

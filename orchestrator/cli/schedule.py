@@ -9,7 +9,6 @@ import typer
 
 from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
-from orchestrator.errors import UsageError
 
 schedule_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(schedule_app, name="schedule", help="Retrain on a cron or rate schedule, in AWS or on this machine.")
@@ -61,13 +60,8 @@ def create(
     """
     from orchestrator import api, scheduling
 
-    cloud_flags = [f for f, v in (("--gpu", gpu), ("--instance-type", instance_type), ("--nodes", nodes)) if v]
-    if local and target and target != "local":
-        raise UsageError(f"--local and --target {target} contradict each other.", "Pick one.")
-    if local and cloud_flags:
-        raise UsageError(f"{cloud_flags[0]} is for the sagemaker target, not --local.", "Drop one of them.")
-    chosen = "local" if local else target or ("sagemaker" if cloud_flags else None)
-    options = {
+    chosen = options.choose_target(local, target, gpu=gpu, instance_type=instance_type, nodes=nodes)
+    launch_options = {
         "gpu": gpu, "instance_type": instance_type, "nodes": nodes, "spot": spot, "max_hours": max_hours,
         "volume_gb": volume_gb, "image": image, "framework_version": framework_version, "region": region,
         "profile": profile, "from_run": from_run, "from_optimizer": from_optimizer or None,
@@ -80,7 +74,7 @@ def create(
         target=chosen,
         overrides=api.parse_assignments(set_, "--set"),
         data=api.parse_assignments(data, "--data"),
-        options=options,
+        options=launch_options,
         promote=promote_if,
         retries=retries,
         window_minutes=window,

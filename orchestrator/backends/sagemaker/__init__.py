@@ -125,7 +125,9 @@ def upload_inputs(aws, spec: LaunchSpec, placement: req.Placement) -> str:
     return package_uri
 
 
-def request_for(run_id: str, spec: LaunchSpec, placement: req.Placement, git_commit: str | None) -> dict:
+def request_for(
+    run_id: str, spec: LaunchSpec, placement: req.Placement, git_commit: str | None, schedule: str | None = None
+) -> dict:
     data = dict(spec.data)
     for name, stage in _staged(spec, placement).items():
         data[name] = stage.folder
@@ -138,6 +140,7 @@ def request_for(run_id: str, spec: LaunchSpec, placement: req.Placement, git_com
         package_sha256=spec.package.sha256,
         git_commit=git_commit,
         placement=placement,
+        schedule=schedule,
     )
 
 

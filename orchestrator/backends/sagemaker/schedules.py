@@ -68,24 +68,10 @@ def _cfg(the_plan: Plan):
 
 def _request(schedule: Schedule, the_plan: Plan, placement: req.Placement) -> dict:
     from orchestrator.api import git_info
-    from orchestrator.backends.sagemaker import _staged
+    from orchestrator.backends.sagemaker import request_for
 
-    spec = the_plan.spec
-    data = dict(spec.data)
-    for name, stage in _staged(spec, placement).items():
-        data[name] = stage.folder
     commit, _ = git_info(the_plan.job.path)
-    return req.build_request(
-        run_id=run_name(schedule.name),
-        job_name=spec.job.name,
-        monitor=spec.job.monitor,
-        params=spec.params,
-        data=data,
-        package_sha256=spec.package.sha256,
-        git_commit=commit,
-        placement=placement,
-        schedule=schedule.name,
-    )
+    return request_for(run_name(schedule.name), the_plan.spec, placement, commit, schedule=schedule.name)
 
 
 def _upload(aws, the_plan: Plan, placement: req.Placement) -> None:
