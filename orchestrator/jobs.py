@@ -18,7 +18,7 @@ from pathlib import Path
 from orchestrator.errors import JobError, ParamError
 
 JOB_FILE = "job.toml"
-_TYPES = {"int", "float", "str", "bool", "batches"}
+_TYPES = {"int", "float", "str", "bool", "batches", "workers"}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -47,6 +47,8 @@ class Param:
                 value = float(text) if any(c in text for c in ".eE") else int(text)
                 if isinstance(value, float) and not 0.0 <= value <= 1.0:
                     raise ValueError(text)
+            elif self.type == "workers":
+                value = "auto" if text.lower() == "auto" else int(text)
             elif self.type == "bool":
                 if text.lower() not in _TRUE | _FALSE:
                     raise ValueError(text)
@@ -87,6 +89,7 @@ def _article(type_name: str) -> str:
         "float": "a number",
         "bool": "true or false",
         "batches": "a batch count (int) or a fraction between 0.0 and 1.0",
+        "workers": "a worker count (int) or auto",
     }.get(type_name, "a string")
 
 
@@ -98,7 +101,13 @@ TRAINER_PARAMS: dict[str, Param] = {
         Param("max_epochs", "int", 10, "Epochs to train", min=1),
         Param("seed", "int", 0, "Random seed (seed_everything, workers too)"),
         Param("precision", "str", "32-true", "Lightning precision", ("32-true", "16-mixed", "bf16-mixed")),
-        Param("num_workers", "int", 0, "DataLoader worker processes (passed to the data module)", min=0),
+        Param(
+            "num_workers",
+            "workers",
+            0,
+            "DataLoader worker processes for the data module; auto: the instance's CPUs per GPU, less one",
+            min=0,
+        ),
         Param("limit_train_batches", "batches", 1.0, "Train batches per epoch: a count or a fraction"),
         Param("limit_val_batches", "batches", 1.0, "Validation batches per epoch: a count or a fraction"),
         Param("fast_dev_run", "bool", False, "Run one train and one validation batch, then stop (smoke test)"),
@@ -214,8 +223,12 @@ def load_job(path: Path) -> Job:
 def _coerce(param: Param, value: object) -> object:
     if param.type == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    expected = {"int": int, "float": float, "str": str, "bool": bool, "batches": (int, float)}[param.type]
-    if not isinstance(value, expected) or (param.type != "bool" and isinstance(value, bool)):
+    expected = {"int": int, "float": float, "str": str, "bool": bool, "batches": (int, float), "workers": (int, str)}
+    if (
+        not isinstance(value, expected[param.type])
+        or (param.type != "bool" and isinstance(value, bool))
+        or (param.type == "workers" and isinstance(value, str) and value != "auto")
+    ):
         raise TypeError(f"default {value!r} is not {_article(param.type)}")
     return value
 

@@ -116,6 +116,9 @@ def test_resolve_without_overrides_gives_every_default(mnist):
         ("limit_train_batches", "3", 3),
         ("limit_train_batches", "0.5", 0.5),
         ("max_epochs", "1", 1),
+        ("num_workers", "3", 3),
+        ("num_workers", "auto", "auto"),
+        ("num_workers", "AUTO", "auto"),
     ],
 )
 def test_resolve_parses_each_type(mnist, key, raw, expected):
@@ -157,6 +160,7 @@ def test_unknown_parameter_with_nothing_close_has_no_suggestion(mnist):
         ("lr", "fast", "a number"),
         ("fast_dev_run", "maybe", "true or false"),
         ("limit_train_batches", "half", "a batch count"),
+        ("num_workers", "many", "a worker count (int) or auto"),
     ],
 )
 def test_ill_typed_value_names_param_and_type(mnist, key, raw, expects):
@@ -290,6 +294,11 @@ def test_missing_job_toml_is_a_job_error(tmp_path):
     assert_one_line(info.value)
 
 
+def test_num_workers_default_is_a_count_or_auto(tmp_path):
+    with pytest.raises(JobError, match="num_workers: default 'all' is not a worker count"):
+        load_job(write_job(tmp_path / "folder", MINIMAL + '[trainer]\nnum_workers = "all"\n'))
+
+
 def test_non_utf8_job_toml_is_a_job_error(tmp_path):
     folder = tmp_path / "latin"
     folder.mkdir()
@@ -306,7 +315,7 @@ def test_valid_declarations_are_read_with_their_types(tmp_path):
         '[params.opt]\ntype = "str"\ndefault = "adam"\nchoices = ["adam", "sgd"]\n'
         '[params.flag]\ntype = "bool"\ndefault = false\n'
         '[params.steps]\ntype = "batches"\ndefault = 0.25\n'
-        '[trainer]\nprecision = "bf16-mixed"\nlimit_val_batches = 4\n'
+        '[trainer]\nprecision = "bf16-mixed"\nlimit_val_batches = 4\nnum_workers = "auto"\n'
     )
     job = load_job(write_job(tmp_path / "folder", toml))
 
@@ -317,6 +326,7 @@ def test_valid_declarations_are_read_with_their_types(tmp_path):
     assert job.params["steps"].default == 0.25
     assert job.trainer["precision"].default == "bf16-mixed"
     assert job.trainer["limit_val_batches"].default == 4
+    assert job.trainer["num_workers"].default == "auto"
     assert job.resolve({"opt": "sgd", "steps": "7"})["steps"] == 7
     with pytest.raises(ParamError, match="opt must be one of adam, sgd"):
         job.resolve({"opt": "rmsprop"})

@@ -72,6 +72,8 @@ def _convert(decl: dict):
             return float(text)
         if kind == "batches":
             return float(text) if any(c in text for c in ".eE") else int(text)
+        if kind == "workers":
+            return "auto" if text == "auto" else int(text)
         if kind == "bool":
             if text.lower() not in _TRUE | _FALSE:
                 raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
@@ -117,23 +119,41 @@ def _accepted(cls, available: dict) -> dict:
     return {k: v for k, v in available.items() if k in params}
 
 
+def dataloader_workers(requested: int | str, contract: Contract) -> int:
+    """``num_workers``: a count, or ``auto``: the CPUs each training process has (SM_NUM_CPUS
+    shared among the host's GPUs), less one for the process itself, at least one."""
+    if requested != "auto":
+        return int(requested)
+    per_process = contract.num_cpus // max(1, contract.num_gpus)
+    return max(1, per_process - 1)
+
+
 def build(spec: dict, values: dict, contract: Contract):
-    """Instantiate the job's model and data module with the parameters each accepts."""
+    """Instantiate the job's data module, then its model, each with the parameters it accepts.
+
+    Besides the job's parameters, the data module may take ``data_dirs`` (channel -> folder),
+    ``num_workers`` and ``seed``; the model may take ``data_dirs``, and whatever the data module's
+    ``model_kwargs()`` returns (what only the data knows, such as its classes).
+    """
     model_cls = _load_class(spec["model"])
     data_cls = _load_class(spec["datamodule"])
     job_values = {k: values[k] for k in spec["params"]}
-    model_kwargs = _accepted(model_cls, job_values)
+    workers = dataloader_workers(values["num_workers"], contract)
+    if values["num_workers"] == "auto":
+        print(f"dl: DataLoader workers: {workers} (num_workers=auto, SM_NUM_CPUS={contract.num_cpus})", flush=True)
     data_kwargs = _accepted(
-        data_cls,
-        {**job_values, "data_dirs": contract.data_dirs, "num_workers": values["num_workers"], "seed": values["seed"]},
+        data_cls, {**job_values, "data_dirs": contract.data_dirs, "num_workers": workers, "seed": values["seed"]}
     )
+    data = data_cls(**data_kwargs)
+    from_data = data.model_kwargs() if callable(getattr(data, "model_kwargs", None)) else {}
+    model_kwargs = _accepted(model_cls, {**job_values, "data_dirs": contract.data_dirs, **from_data})
     unused = set(job_values) - set(model_kwargs) - set(data_kwargs)
     if unused:
         raise TypeError(
             f"job.toml declares {', '.join(sorted(unused))} but neither {spec['model']} nor "
             f"{spec['datamodule']} accepts it as an __init__ argument"
         )
-    return model_cls(**model_kwargs), data_cls(**data_kwargs)
+    return model_cls(**model_kwargs), data
 
 
 # -- checkpoints -----------------------------------------------------------------------
