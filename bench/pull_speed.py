@@ -7,10 +7,11 @@ A moto server started here holds a checkpoint-like set: ``--large`` checkpoints 
 checkpoints of 100 KiB (each its own zip). A SageMaker run whose checkpoints are that prefix
 is put into a throw-away DL_HOME (moto cannot run the job itself), and `dl pull RUN --all`
 pulls it, verifying every file as it does for users (size, S3's CRC32 or else the ETag's MD5,
-each ``.ckpt`` as a zip, the sha256 into the manifest). Each measurement is a whole process pulling into a fresh empty folder;
-the tools take turns (round-robin, the order rotated each round). Then `dl pull` runs again
-into a folder it filled, with nothing changed. Exit status: 0 every target passes, 1 a target
-fails, 2 a tool was unavailable (the result is incomplete). See bench/README.md.
+each ``.ckpt`` as a zip, the sha256 into the manifest). Each measurement is a whole process
+pulling into a fresh empty folder; the tools take turns (round-robin, the order rotated each
+round). Then `dl pull` runs again into a folder it filled, with nothing changed. Exit status:
+0 every target passes, 1 a target fails, 2 a tool was unavailable (the result is incomplete).
+See bench/README.md.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from orchestrator.errors import ArtifactError
 MANIFEST = ".dl-pull.json"
 # Bytes per read: each chunk is hashed (sha256, S3's CRC32) and written while it is still in the
 # CPU's cache. 256 KiB took ~1.05 s of CPU for the bench's 512 MiB of large checkpoints, 1 MiB
-# ~1.2-1.8 s (most of the difference system time), 64 KiB and 4 MiB more still.
+# ~1.2-1.8 s (most of the difference system time); 64 KiB, 128 KiB, 512 KiB and 4 MiB more too.
 CHUNK = 256 * 1024
 ATTEMPTS = 6  # attempts in a row that bring no new byte before an object is given up
 SAVE_EVERY = 0.5  # seconds between manifest saves while a pull runs (and one at its end)
