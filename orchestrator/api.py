@@ -428,11 +428,12 @@ PULL_CHOICES = ("best", "last", "all")
 
 @dataclass
 class PullItem:
-    """One artifact and where it lands; ``verify`` raises ArtifactError for a bad file."""
+    """One artifact and where it lands. ``verify(path, source_checked)`` raises ArtifactError for
+    a bad file; ``source_checked`` says the bytes already matched the source's own checksum."""
 
     artifact: Artifact
     dest: Path
-    verify: Callable[[Path], None] | None = None
+    verify: Callable[[Path, bool], None] | None = None
 
 
 @dataclass
@@ -511,17 +512,26 @@ def select_artifacts(found: list[Artifact], which: str) -> list[Artifact]:
     return models + chosen
 
 
-def verify_checkpoint(path: Path, name: str | None = None) -> None:
-    """A checkpoint is a zip archive (torch.save); check every member's CRC without importing torch."""
+def verify_checkpoint(path: Path, source_checked: bool = False, *, name: str | None = None) -> None:
+    """A checkpoint is a zip archive (torch.save); check it without importing torch.
+
+    Its structure always: the central directory, and every member inside the file. Every
+    member's CRC too (reading it all) unless ``source_checked``: bytes that already matched
+    the source's checksum (S3's CRC32 or MD5) are the checkpoint the run wrote, atomically."""
     import zipfile
 
     label = name or str(path)
     hint = "It cannot be loaded; pull --last or --all to get another checkpoint."
     try:
+        size = path.stat().st_size
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+            members = archive.infolist()
+            outside = next((m.filename for m in members if m.header_offset + m.compress_size > size), None)
+            bad = outside or (None if source_checked else archive.testzip())
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArtifactError(f"Checkpoint {label} is corrupt ({exc}).", hint) from None
+    if not members:
+        raise ArtifactError(f"Checkpoint {label} is corrupt (an empty archive).", hint)
     if bad is not None:
         raise ArtifactError(f"Checkpoint {label} is corrupt (bad entry {bad}).", hint)
 

@@ -61,7 +61,7 @@ class Transfer:
     size: int
     etag: str
     dest: Path
-    verify: Callable[[Path], None] | None = None
+    verify: Callable[[Path, bool], None] | None = None  # (part, matched the source's checksum)
 
     @property
     def part(self) -> Path:
@@ -421,7 +421,7 @@ def _check(transfer: Transfer, digest: _Digest, whole: bool) -> str:
             if digest.md5 is not None and digest.md5.hexdigest() != transfer.etag:
                 raise ArtifactError(f"{transfer.uri} arrived corrupt (MD5 differs from its ETag).", "Pull again.")
         if transfer.verify is not None:
-            transfer.verify(part)
+            transfer.verify(part, whole or digest.md5 is not None)
     except ArtifactError:
         part.unlink(missing_ok=True)
         transfer.marker.unlink(missing_ok=True)

@@ -349,6 +349,27 @@ def test_a_corrupt_checkpoint_is_named_and_never_replaces_a_good_file(faults, s3
     assert leftovers(dest) == []
 
 
+def test_checkpoint_check_reads_every_crc_unless_the_source_checksum_matched(tmp_path):
+    """Bytes that matched S3's checksum are what the run wrote: the structure is checked, not every
+    CRC again. A copy that nothing checked (a local run's) gets every member's CRC read."""
+    from orchestrator.api import verify_checkpoint
+    from orchestrator.errors import ArtifactError
+
+    data = bytearray(checkpoint(b"weights" * 1000))
+    data[data.index(b"weights") + 10] ^= 0xFF  # a flipped bit inside a member: its CRC no longer matches
+    flipped = tmp_path / "flipped.ckpt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="corrupt \\(bad entry archive/data/0\\)"):
+        verify_checkpoint(flipped, False, name="flipped.ckpt")
+    verify_checkpoint(flipped, True)  # the source's checksum vouched for these bytes
+
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(checkpoint(b"weights" * 1000)[:-40])  # the end of the central directory is gone
+    for source_checked in (False, True):
+        with pytest.raises(ArtifactError, match="cut.ckpt is corrupt"):
+            verify_checkpoint(cut, source_checked, name="cut.ckpt")
+
+
 # -- dry run --------------------------------------------------------------------------------------
 
 
