@@ -129,6 +129,9 @@ class Job:
     mode: str
     params: dict[str, Param]
     trainer: dict[str, Param] = field(default_factory=dict)
+    # DDP with find_unused_parameters on several GPUs or nodes: for models whose parameters do
+    # not all get gradients in every step (frozen, then unfrozen blocks).
+    find_unused_parameters: bool = False
 
     @property
     def all_params(self) -> dict[str, Param]:
@@ -158,6 +161,7 @@ class Job:
             "datamodule": self.datamodule,
             "monitor": self.monitor,
             "mode": self.mode,
+            "find_unused_parameters": self.find_unused_parameters,
             "params": [p.to_json() for p in self.params.values()],
             "trainer": [p.to_json() for p in self.trainer.values()],
         }
@@ -189,6 +193,9 @@ def load_job(path: Path) -> Job:
     mode = meta.get("mode", "min")
     if mode not in ("min", "max"):
         raise JobError(f"{where}: [job] mode must be 'min' or 'max', got {mode!r}.")
+    unused = meta.get("find_unused_parameters", False)
+    if not isinstance(unused, bool):
+        raise JobError(f"{where}: [job] find_unused_parameters must be true or false, got {unused!r}.")
 
     params: dict[str, Param] = {}
     for name, decl in doc.get("params", {}).items():
@@ -217,6 +224,7 @@ def load_job(path: Path) -> Job:
         mode=mode,
         params=params,
         trainer=trainer,
+        find_unused_parameters=unused,
     )
 
 

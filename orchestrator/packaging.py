@@ -198,6 +198,7 @@ def _job_spec(job: Job) -> bytes:
         "datamodule": job.datamodule,
         "monitor": job.monitor,
         "mode": job.mode,
+        "find_unused_parameters": job.find_unused_parameters,
         "params": {n: p.to_json() for n, p in job.params.items()},
         "trainer": {n: p.to_json() for n, p in job.trainer.items()},
     }

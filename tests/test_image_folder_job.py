@@ -370,3 +370,64 @@ def test_on_sagemaker_with_s3_channels(aws, moto_endpoint, tmp_path, three_shape
     from orchestrator import api
 
     assert [row["epoch"] for row in api.epoch_metrics(run_id)] == [0, 1]
+
+
+# -- several GPUs ---------------------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import json, sys
+sys.path[:0] = [{job!r}, {repo!r}]
+import lightning as L, torch
+from data import ImageFolderDataModule
+from model import TransferClassifier
+from orchestrator.runtime.dl_entry import Contract, strategy
+
+if __name__ == "__main__":
+    spec = json.loads({spec!r})
+    chosen = strategy(spec, Contract({{"SM_NUM_GPUS": "2"}}))  # what a 2-GPU instance gets
+    L.seed_everything(0, verbose=False)
+    data = ImageFolderDataModule(image_size=32, batch_size=8, data_dirs={{"train": {folder!r}}})
+    model = TransferClassifier(classes=data.classes, weights={weights!r}, freeze_epochs=1, finetune_blocks=1)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=chosen, max_epochs=2, logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    if trainer.is_global_zero:
+        saved = torch.load({weights!r})
+        state = model.net.state_dict()
+        print("RESULT", json.dumps({{"strategy": chosen,
+            "layer1_kept": torch.equal(state["layer1.0.conv1.weight"], saved["layer1.0.conv1.weight"]),
+            "layer4_tuned": not torch.equal(state["layer4.1.conv2.weight"], saved["layer4.1.conv2.weight"])}}))
+"""
+
+
+def test_strategy_looks_for_unused_parameters_only_when_asked_and_distributed():
+    from orchestrator.jobs import load_job
+    from orchestrator.runtime.dl_entry import strategy
+
+    assert load_job(JOB_DIR).find_unused_parameters is True
+    asks, plain = {"find_unused_parameters": True}, {"find_unused_parameters": False}
+    assert strategy(asks, Contract({"SM_NUM_GPUS": "4"})) == "ddp_find_unused_parameters_true"
+    assert strategy(asks, Contract({"SM_NUM_GPUS": "1", "SM_HOSTS": '["algo-1", "algo-2"]'})).startswith("ddp_find")
+    assert strategy(asks, Contract({"SM_NUM_GPUS": "1"})) == "auto"  # one process: no DDP at all
+    assert strategy(plain, Contract({"SM_NUM_GPUS": "4"})) == "auto"
+
+
+def test_freezing_then_fine_tuning_works_across_two_ddp_processes(tmp_path, resnet18_file):
+    """Two DDP processes on the CPU stand in for two GPUs: plain DDP refuses a step in which the
+    frozen blocks get no gradient; the strategy the runtime picks for this job trains through the
+    unfreezing, and the replicas agree."""
+    import subprocess
+
+    from orchestrator.jobs import load_job
+
+    folder = shapes.make_image_folder(tmp_path / "shapes", classes=("circle", "square"), train=16, val=8, size=32)
+    spec = json.dumps({"find_unused_parameters": load_job(JOB_DIR).find_unused_parameters})
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(
+        DDP_SCRIPT.format(job=str(JOB_DIR), repo=str(REPO), spec=spec, folder=str(folder), weights=str(resnet18_file))
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result == {"strategy": "ddp_find_unused_parameters_true", "layer1_kept": True, "layer4_tuned": True}

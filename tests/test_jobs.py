@@ -294,6 +294,14 @@ def test_missing_job_toml_is_a_job_error(tmp_path):
     assert_one_line(info.value)
 
 
+def test_find_unused_parameters_is_a_job_setting_and_a_bool(tmp_path):
+    assert load_job(write_job(tmp_path / "plain")).find_unused_parameters is False
+    job = load_job(write_job(tmp_path / "asks", MINIMAL.replace("[job]\n", "[job]\nfind_unused_parameters = true\n")))
+    assert job.find_unused_parameters is True and job.to_json()["find_unused_parameters"] is True
+    with pytest.raises(JobError, match="find_unused_parameters must be true or false"):
+        load_job(write_job(tmp_path / "bad", MINIMAL.replace("[job]\n", '[job]\nfind_unused_parameters = "yes"\n')))
+
+
 def test_num_workers_default_is_a_count_or_auto(tmp_path):
     with pytest.raises(JobError, match="num_workers: default 'all' is not a worker count"):
         load_job(write_job(tmp_path / "folder", MINIMAL + '[trainer]\nnum_workers = "all"\n'))

@@ -368,6 +368,13 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
+def strategy(spec: dict, contract: Contract) -> str:
+    """Lightning's strategy: its own choice, except DDP that looks for parameters without a gradient
+    when the job asks for it and the run spans several GPUs or nodes (one process needs no DDP)."""
+    distributed = contract.num_gpus > 1 or len(contract.hosts) > 1
+    return "ddp_find_unused_parameters_true" if distributed and spec.get("find_unused_parameters") else "auto"
+
+
 def _limit(value: int | float) -> int | float | None:
     """Lightning's batch limit: an int counts batches, a float is a fraction; 1.0 (all) passes as None."""
     return None if isinstance(value, float) and value == 1.0 else value
@@ -390,6 +397,7 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
         accelerator="auto",
         devices=contract.num_gpus if contract.num_gpus > 0 else "auto",
         num_nodes=max(1, len(contract.hosts)),
+        strategy=strategy(spec, contract),
         max_epochs=values["max_epochs"],
         precision=values["precision"],
         # 1.0 means all batches; passing it makes Lightning announce it, so pass only real limits.
