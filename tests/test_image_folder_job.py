@@ -391,6 +391,7 @@ if __name__ == "__main__":
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=chosen, max_epochs=2, logger=False,
                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
     trainer.fit(model, datamodule=data)
+    print("VAL", trainer.global_rank, float(trainer.callback_metrics["val_loss"]), flush=True)
     if trainer.is_global_zero:
         saved = torch.load({weights!r})
         state = model.net.state_dict()
@@ -431,3 +432,5 @@ def test_freezing_then_fine_tuning_works_across_two_ddp_processes(tmp_path, resn
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     assert result == {"strategy": "ddp_find_unused_parameters_true", "layer1_kept": True, "layer4_tuned": True}
+    ranks = dict(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("VAL "))
+    assert set(ranks) == {"0", "1"} and ranks["0"] == ranks["1"], "val_loss is synchronised across processes"

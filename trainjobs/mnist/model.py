@@ -44,16 +44,16 @@ class DigitCNN(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, _ = self._loss_acc(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss, acc = self._loss_acc(batch)
-        self.log_dict({"val_loss": loss, "val_acc": acc}, on_epoch=True)
+        self.log_dict({"val_loss": loss, "val_acc": acc}, on_epoch=True, sync_dist=True)  # one value across GPUs
 
     def test_step(self, batch, batch_idx):
         loss, acc = self._loss_acc(batch)
-        self.log_dict({"test_loss": loss, "test_acc": acc}, on_epoch=True)
+        self.log_dict({"test_loss": loss, "test_acc": acc}, on_epoch=True, sync_dist=True)
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
