@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import venv_tool
+
 BENCH = Path(__file__).resolve().parent
 AWS_VENV = BENCH / ".venv-aws"
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -119,16 +121,7 @@ def find_aws(explicit: str | None) -> tuple[str | None, str]:
     on_path = shutil.which("aws")
     if on_path:
         return _resolve(on_path), f"PATH ({on_path})"
-    aws = AWS_VENV / "bin" / "aws"
-    if not aws.exists():
-        print(f"installing awscli into {AWS_VENV} ...", flush=True)
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(AWS_VENV)], check=True, timeout=300)
-            subprocess.run([str(AWS_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "awscli"],
-                           check=True, timeout=900)  # fmt: skip
-        except (subprocess.SubprocessError, OSError) as exc:
-            return None, f"could not install awscli into {AWS_VENV}: {exc}"
-    return str(aws), f"bench venv ({AWS_VENV})"
+    return venv_tool(None, AWS_VENV, "awscli", "aws")
 
 
 def heavy_imports(dl_args: list[str], env: dict) -> list[str]:

@@ -25,9 +25,9 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from benchlib import start_moto
 from cli_speed import RESULT, p90, run_once
 from http_count import CountingProxy
 
@@ -58,27 +58,6 @@ def find_sdk(explicit: str | None) -> tuple[str | None, str]:
     if not version.startswith("3."):
         return None, f"{python} has no sagemaker 3.x (found {version or 'none'})"
     return python, f"sagemaker {version} ({python})"
-
-
-def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit(f"moto_server did not answer at {url}; is moto[server] installed? See {log}.")
 
 
 def aws_env(tmp: Path, endpoint: str) -> dict:

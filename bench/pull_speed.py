@@ -23,15 +23,15 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
+
+from benchlib import start_moto, venv_tool
 
 BENCH = Path(__file__).resolve().parent
 AWS_VENV = BENCH / ".venv-aws"
@@ -52,32 +52,6 @@ def checkpoint(size: int, rng: random.Random) -> bytes:
         archive.writestr("archive/data/0", rng.randbytes(size))
         archive.writestr("archive/version", b"3\n")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    server = Path(sys.executable).parent / "moto_server"
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit("moto_server exited at start; is moto[server] installed in this venv?")
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit("moto_server did not answer within 30 s")
 
 
 def populate(client, large: int, small: int) -> dict[str, int]:
@@ -122,24 +96,6 @@ def record_run(home: Path) -> None:
         )
     )
     store.close()
-
-
-def find_tool(explicit: str | None, venv: Path, package: str, exe: str) -> tuple[str | None, str]:
-    """(executable or None, how it was found or why there is none); installs into ``venv`` if needed."""
-    if explicit:
-        return (explicit, "given") if os.access(explicit, os.X_OK) else (None, f"{explicit} is not executable")
-    path = venv / "bin" / exe
-    if not path.exists():
-        print(f"installing {package} into {venv} ...", flush=True)
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", package]
-            subprocess.run(pip, check=True, timeout=900)
-        except (subprocess.SubprocessError, OSError) as exc:
-            return None, f"could not install {package} into {venv}: {exc}"
-    if not path.exists():
-        return None, f"{package} installed no {exe} into {venv}/bin (no binary for this platform?)"
-    return str(path), f"bench venv ({venv})"
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -188,8 +144,8 @@ def main() -> int:
     dl = Path(sys.executable).parent / "dl"
     if not dl.exists():
         sys.exit(f"No dl next to {sys.executable}: run with the venv's python (.venv/bin/python).")
-    aws, aws_how = find_tool(args.aws, AWS_VENV, "awscli", "aws")
-    s5cmd, s5cmd_how = find_tool(args.s5cmd, S5CMD_VENV, "s5cmd", "s5cmd")
+    aws, aws_how = venv_tool(args.aws, AWS_VENV, "awscli", "aws")
+    s5cmd, s5cmd_how = venv_tool(args.s5cmd, S5CMD_VENV, "s5cmd", "s5cmd")
     work = Path(tempfile.mkdtemp(prefix="dl-pull-bench-"))
     moto, url = start_moto()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DL_"))}
