@@ -159,6 +159,9 @@ def test_a_local_channel_on_the_sagemaker_target(proxy, tmp_path):
     result = launch("--gpu", "T4", "--data", f"train={tmp_path / 'digits'}")
     one_line_error(result, "Channel train is a local path", "aws s3 sync", exit_code=2)
     assert proxy.actions == [] and runs_json() == []
+    (tmp_path / "resnet18.pth").write_bytes(b"weights")  # a file channel: the hint copies the file
+    result = launch("--gpu", "T4", "--data", f"weights={tmp_path / 'resnet18.pth'}")
+    one_line_error(result, "Channel weights is a local path", "aws s3 cp", "data/weights/resnet18.pth", exit_code=2)
 
 
 def test_gpu_with_local(proxy):

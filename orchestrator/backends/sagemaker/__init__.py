@@ -192,10 +192,14 @@ class SageMakerBackend:
             if name == INIT_CHANNEL and Path(uri).is_file():
                 continue  # a local checkpoint for --from: uploaded under its hash at submit
             if not uri.startswith("s3://"):
+                upload = (
+                    f"aws s3 cp {uri} s3://BUCKET/PREFIX/data/{name}/{Path(uri).name}"
+                    if Path(uri).is_file()
+                    else f"aws s3 sync {uri} s3://BUCKET/PREFIX/data/{name}/"
+                )
                 raise UsageError(
                     f"Channel {name} is a local path ({uri}); SageMaker reads channels from S3.",
-                    f"Upload it under the bucket's prefix (aws s3 sync {uri} s3://BUCKET/PREFIX/data/{name}/)"
-                    " and pass that URI.",
+                    f"Upload it under the bucket's prefix ({upload}) and pass that URI.",
                 )
         # An unknown GPU or a count no instance type has is bad input: say so before a run is recorded.
         from orchestrator.catalog import choose
