@@ -193,9 +193,9 @@ def load_job(path: Path) -> Job:
     mode = meta.get("mode", "min")
     if mode not in ("min", "max"):
         raise JobError(f"{where}: [job] mode must be 'min' or 'max', got {mode!r}.")
-    unused = meta.get("find_unused_parameters", False)
-    if not isinstance(unused, bool):
-        raise JobError(f"{where}: [job] find_unused_parameters must be true or false, got {unused!r}.")
+    find_unused = meta.get("find_unused_parameters", False)
+    if not isinstance(find_unused, bool):
+        raise JobError(f"{where}: [job] find_unused_parameters must be true or false, got {find_unused!r}.")
 
     params: dict[str, Param] = {}
     for name, decl in doc.get("params", {}).items():
@@ -224,7 +224,7 @@ def load_job(path: Path) -> Job:
         mode=mode,
         params=params,
         trainer=trainer,
-        find_unused_parameters=unused,
+        find_unused_parameters=find_unused,
     )
 
 
