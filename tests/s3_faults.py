@@ -8,7 +8,7 @@ request to moto unchanged, streams response bodies back in chunks, counts the bo
 served per (method, path), and on request:
 
 - ``fail(times, when, status)``: answers the next ``times`` matching requests itself with a
-  500 InternalError or 503 SlowDown, with S3's XML error body and status code;
+  500 InternalError or 503 SlowDown (or a 403 AccessDenied), with S3's XML error body and status code;
 - ``drop(times, when, after)``: closes the connection after ``after`` bytes of the body of
   the next ``times`` matching responses (the client sees a short read);
 - ``cut_once(when, at, hold=True)``: cuts one matching response at body byte ``at``; with
@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = 256 * 1024
 ERRORS = {
+    403: ("AccessDenied", "Access Denied"),
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
 }
@@ -58,6 +59,12 @@ class Seen:
     @property
     def range(self) -> str | None:
         return next((v for k, v in self.headers.items() if k.lower() == "range"), None)
+
+    @property
+    def agent(self) -> str:
+        """Who made the request: "dl" (orchestrator/backends/sagemaker/s3direct.py) or "botocore"."""
+        agent = next((v for k, v in self.headers.items() if k.lower() == "user-agent"), "")
+        return "dl" if agent.startswith("dl ") else "botocore" if "Botocore/" in agent else agent
 
 
 @dataclass
@@ -132,7 +139,7 @@ class S3Faults:
     # -- what a test asks for ---------------------------------------------------------------
 
     def fail(self, times: int, when: Callable[[Seen], bool], status: int = 500) -> None:
-        """Answer the next ``times`` requests matching ``when`` with ``status`` (500 or 503)."""
+        """Answer the next ``times`` requests matching ``when`` with ``status`` (403, 500 or 503)."""
         if status not in ERRORS:
             raise ValueError(f"status {status}: use one of {sorted(ERRORS)}")
         self._add(_Fault("fail", times, when, status=status))

@@ -263,11 +263,12 @@ def test_a_body_that_keeps_breaking_off_is_given_up_and_its_part_kept(faults, s3
 def test_bytes_corrupted_on_the_way_are_caught_and_fetched_again(faults, s3, tmp_path):
     body = checkpoint(random.Random(4).randbytes(9 * MiB))
     cloud_run(s3, {"best.ckpt": body}, model=False)
-    # A whole-object GET carries S3's CRC32, which botocore checks at the end: the engine starts over.
+    # A whole-object GET carries S3's CRC32, which the pull checks at the end: the engine starts over.
     faults.corrupt(1, gets("/checkpoints/best.ckpt"), at=5 * MiB)
     dest = tmp_path / "pulled"
     pull("--to", str(dest))
-    assert [r.range for r in faults.requests("GET", "/checkpoints/best.ckpt")] == [None, None]
+    got = faults.requests("GET", "/checkpoints/best.ckpt")
+    assert [(r.range, r.agent) for r in got] == [(None, "dl"), (None, "dl")]
     assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
 
     # A continued (ranged) GET carries no checksum: the MD5 of the whole file against the ETag
@@ -386,6 +387,98 @@ def test_dry_run_lists_sources_and_destinations_and_transfers_nothing(faults, s3
     assert "Would pull 4 files" in result.stdout
     assert faults.served("GET", ".ckpt") == 0 and faults.served("GET", ".tar.gz") == 0
     assert not dest.exists()
+
+
+# -- the requests: direct, and botocore's for anything else -----------------------------------------
+# A pull lists and GETs through s3direct.py (User-Agent "dl botocore/..."), signed and sent with
+# the botocore client's own credentials, endpoint and HTTP session; anything but the plain answer
+# goes to the botocore client (User-Agent "Botocore/...").
+
+
+def test_a_pull_lists_and_gets_directly(faults, s3, tmp_path):
+    objects = small_checkpoints(6)
+    cloud_run(s3, objects)
+    dest = tmp_path / "pulled"
+    pull("--all", "--to", str(dest))
+    listings = faults.requests("GET", f"/{BUCKET}")  # ListObjectsV2, path style: GET /bucket?list-type=2
+    fetched = faults.requests("GET", ".ckpt") + faults.requests("GET", ".tar.gz")
+    assert len(listings) == 1 and len(fetched) == len(objects) + 1
+    assert {(r.agent, r.status) for r in listings + fetched} == {("dl", 200)}
+    for name, body in objects.items():
+        assert (dest / "checkpoints" / name).read_bytes() == body
+        assert manifest(dest)[f"checkpoints/{name}"]["sha256"] == sha256(body)
+    assert (dest / "model" / "model.ckpt").is_file() and leftovers(dest) == []
+
+
+def test_with_dl_s3_direct_0_every_request_is_botocore_s(faults, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("DL_S3_DIRECT", "0")
+    objects = small_checkpoints(3)
+    cloud_run(s3, objects, model=False)
+    dest = tmp_path / "pulled"
+    pull("--all", "--to", str(dest))
+    made = faults.requests("GET", f"/{BUCKET}") + faults.requests("GET", ".ckpt")
+    assert len(made) == 1 + len(objects) and {r.agent for r in made} == {"botocore"}
+    for name, body in objects.items():
+        assert (dest / "checkpoints" / name).read_bytes() == body
+
+
+def test_a_direct_get_that_fails_is_made_again_by_botocore(faults, s3, tmp_path):
+    body = checkpoint(b"weights" * 3000)
+    cloud_run(s3, {"best.ckpt": body}, model=False)
+    faults.fail(1, gets("/checkpoints/best.ckpt"), status=503)
+    dest = tmp_path / "pulled"
+    pull("--to", str(dest))
+    got = faults.requests("GET", "/checkpoints/best.ckpt")
+    assert [(r.agent, r.status) for r in got] == [("dl", 503), ("botocore", 200)]
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
+
+
+def test_after_a_403_the_bucket_is_left_to_botocore(faults, s3):
+    """A status about the whole bucket (403, 400, a redirect to its region) is botocore's to
+    handle and to explain, for this request and the ones after it."""
+    from orchestrator.backends.sagemaker.aws import Aws
+
+    etags = {}
+    for name in ("one.bin", "two.bin"):
+        etags[name] = s3.put_object(Bucket=BUCKET, Key=f"dl/{name}", Body=name.encode() * 100)["ETag"]
+    direct = Aws(REGION).s3()
+    faults.fail(1, gets("/dl/one.bin"), status=403)
+    for name in ("one.bin", "two.bin"):
+        answer = direct.get_object(Bucket=BUCKET, Key=f"dl/{name}", IfMatch=etags[name])
+        assert answer["Body"].read() == name.encode() * 100
+    seen = [(r.path.rsplit("/", 1)[1], r.agent, r.status) for r in faults.requests("GET", ".bin")]
+    assert seen == [("one.bin", "dl", 403), ("one.bin", "botocore", 200), ("two.bin", "botocore", 200)]
+
+
+def test_keys_that_need_escaping_are_listed_and_fetched_directly(faults, s3, tmp_path):
+    names = ["a b.ckpt", "plus+sign.ckpt", "percent%41.ckpt", "üñï €.ckpt", "eq=1,x;y&z.ckpt", "t~'q'(1).ckpt"]
+    objects = {name: checkpoint(name.encode() * 500) for name in names}
+    cloud_run(s3, objects, model=False)
+    dest = tmp_path / "pulled"
+    pull("--all", "--to", str(dest))
+    for name, body in objects.items():
+        assert (dest / "checkpoints" / name).read_bytes() == body, name
+    made = faults.requests("GET")
+    assert len(made) == 1 + len(names) and {(r.agent, r.status) for r in made} == {("dl", 200)}
+
+
+def test_a_listing_of_several_pages_is_the_one_botocore_makes(faults, s3):
+    """S3 answers at most 1000 keys a page; the rest come with the continuation token."""
+    from orchestrator.backends.sagemaker.aws import Aws
+
+    keys = [f"dl/many/{i:04d}{' +%' if i % 97 == 0 else ''}.ckpt" for i in range(1003)]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=key.encode())
+    s3.put_object(Bucket=BUCKET, Key="dl/many-not-this-prefix.ckpt", Body=b"x")
+    listed = Aws(REGION).list_objects(f"s3://{BUCKET}/dl/many")
+    botocore_s = [
+        (item["Key"], item["Size"], item["ETag"].strip('"'))
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="dl/many/")
+        for item in page["Contents"]
+    ]
+    assert [(o.key, o.size, o.etag) for o in listed] == botocore_s
+    assert sorted(o.key for o in listed) == sorted(keys)
+    assert [(r.agent, r.status) for r in faults.requests("GET", f"/{BUCKET}")] == [("dl", 200)] * 2
 
 
 # -- the engine on its own ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The only module of the sagemaker backend that talks to AWS (botocore and boto3, imported lazily).
+"""The module of the sagemaker backend that talks to AWS (botocore and boto3, imported lazily);
+s3direct.py makes `dl pull`'s plain S3 requests for it, with this module's client.
 
 Clients come from a plain botocore session: boto3's session costs about 0.1 s more to import
 and to make an S3 client, which every `dl pull`, `dl runs --sync` and `dl launch` would pay.
@@ -104,6 +105,19 @@ class Aws:
             self._clients[service] = self._session.create_client(service, config=_config(service))
         return self._clients[service]
 
+    def s3(self):
+        """For listings and GETs of many objects (`dl pull`): a DirectS3 over the S3 client, which
+        makes the plain requests without botocore's per-request cost (s3direct.py), or the client
+        itself where that does not apply (no credentials, or DL_S3_DIRECT=0)."""
+        if "s3-direct" not in self._clients:
+            from orchestrator.backends.sagemaker.s3direct import DirectS3
+
+            client, direct = self.client("s3"), None
+            if os.environ.get("DL_S3_DIRECT", "1") != "0":
+                direct = DirectS3.for_client(client, self._session.get_credentials())
+            self._clients["s3-direct"] = direct or client
+        return self._clients["s3-direct"]
+
     # -- S3 ----------------------------------------------------------------------------
 
     def head(self, uri: str) -> ObjectInfo | None:
@@ -145,6 +159,10 @@ class Aws:
         prefix = prefix.rstrip("/") + "/"
         found: list[ObjectInfo] = []
         with translate(f"listing s3://{bucket}/{prefix}"):
+            s3 = self.s3()
+            listed = s3.list(bucket, prefix) if s3 is not self.client("s3") else None
+            if listed is not None:
+                return [ObjectInfo(*item) for item in listed]
             for page in self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     found.append(ObjectInfo(item["Key"], item["Size"], item["ETag"].strip('"')))
