@@ -3,18 +3,18 @@
 ``download_all`` fetches S3 objects into local files:
 
 - an object already pulled and unchanged (same ETag and size in the folder's manifest, same
-  size on disk) is skipped, so a second pull with nothing new costs one listing and makes no
-  S3 client at all;
+  size on disk) is skipped, so a second pull with nothing new costs one listing and no GET;
 - each object streams into ``.<name>.dlpart`` beside its destination; a pull that is killed
   leaves the part, and the next one continues it with a ranged GET (``If-Match`` the same
   ETag, kept in ``.<name>.etag``) instead of starting over (objects under ``RESUMABLE`` bytes
   simply start over);
-- a GET that fails outright (5xx, throttling) is retried by botocore; a body that breaks off
+- a GET that fails outright (5xx, throttling) is retried by botocore (a DirectS3 hands it
+  over); a body that breaks off
   mid-object is continued from the byte it reached: at once while the attempts bring new
   bytes, with a growing pause when they do not, and given up after ``ATTEMPTS`` in a row that
   bring nothing;
 - a finished object is checked before it is renamed into place: its size; its bytes against
-  S3's own checksum (the full-object checksum botocore checks while a whole-object GET
+  S3's own checksum (the full-object checksum checked while a whole-object GET
   streams, or else the MD5 of a single-part ETag); and the caller's own check, e.g. that a
   checkpoint is a sound zip. Its sha256, computed while it streams, goes into the manifest
   (``.dl-pull.json``).
@@ -49,6 +49,13 @@ MANIFEST = ".dl-pull.json"
 # CPU's cache. 256 KiB took ~1.05 s of CPU for the bench's 512 MiB of large checkpoints, 1 MiB
 # ~1.2-1.8 s (most of the difference system time); 64 KiB, 128 KiB, 512 KiB and 4 MiB more too.
 CHUNK = 256 * 1024
+# Bytes per write. Linux sizes a file's page-cache folios by the writes that fill them, and large
+# folios come from the page allocator's high orders, which a VM with free page reporting (virtio
+# balloon; Firecracker here) has handed back to its host: every first touch of such a page is a
+# fault in the host. 256 KiB writes cost 0.8-1.5 s of system time for the bench's 531 MiB here,
+# 128 KiB writes ~0.55 s (s5cmd, whose writes are 32 KiB: ~0.6 s); on other machines the extra
+# write calls cost ~2 ms.
+WRITE = 128 * 1024
 ATTEMPTS = 6  # attempts in a row that bring no new byte before an object is given up
 SAVE_EVERY = 0.5  # seconds between manifest saves while a pull runs (and one at its end)
 RESUMABLE = 8 * 1024 * 1024  # smaller objects start over rather than keep an ETag marker beside their part
@@ -186,11 +193,12 @@ class _Book:
 def download_all(client, transfers: list[Transfer], root: Path, *, workers: int = 8, progress=None) -> Report:
     """Fetch ``transfers`` (destinations under ``root``); skip those already there and unchanged.
 
-    ``client`` is a boto3 S3 client, or a function that makes one: it is called only when
-    something needs fetching. Objects go largest first. An object that fails (corrupt, gone,
-    unreachable) does not stop the others; the first failure is raised once they are done, and
-    each object finished by then is in place and in the manifest. Ctrl-C stops every object at
-    its next chunk, keeping its part for the next pull.
+    ``client`` is a botocore S3 client (or anything with its ``get_object``, such as a DirectS3),
+    or a function that makes one: it is called only when something needs fetching. Objects go
+    largest first. An object that fails (corrupt, gone, unreachable) does not stop the others;
+    the first failure is raised once they are done, and each object finished by then is in place
+    and in the manifest. Ctrl-C stops every object at its next chunk, keeping its part for the
+    next pull.
     """
     manifest = load_manifest(root)
     report = Report()
@@ -390,7 +398,12 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
             if stop.is_set():
                 raise _Stopped()
             try:
-                out.write(chunk)
+                if len(chunk) > WRITE:
+                    view = memoryview(chunk)
+                    for start in range(0, len(chunk), WRITE):
+                        out.write(view[start : start + WRITE])
+                else:
+                    out.write(chunk)
             except OSError as exc:
                 raise ArtifactError(
                     f"Cannot write {transfer.part} ({exc.strerror}).", "Free some disk space, or pull --to elsewhere."
@@ -402,8 +415,11 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
 
 
 def _checksummed(body) -> bool:
-    """Whether botocore checks this body against the object's full checksum at its end (it raises
-    FlexibleChecksumError on a mismatch); S3 sends one for whole-object GETs of objects that have one."""
+    """Whether the body is checked against the object's full checksum at its end (botocore's, or a
+    DirectS3's, raise FlexibleChecksumError on a mismatch); S3 sends one for whole-object GETs of
+    objects that have one."""
+    if hasattr(body, "checksummed"):
+        return body.checksummed
     from botocore.httpchecksum import StreamingChecksumBody
 
     return isinstance(body, StreamingChecksumBody)
