@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import venv_tool
+from benchlib import tool_environment, venv_tool
 
 BENCH = Path(__file__).resolve().parent
 AWS_VENV = BENCH / ".venv-aws"
@@ -167,7 +167,7 @@ def main() -> int:
         sys.exit(f"No dl next to {sys.executable}: run with the venv's python (.venv/bin/python).")
     aws, aws_how = find_aws(args.aws)
     home = Path(tempfile.mkdtemp(prefix="dl-bench-"))
-    env = {k: v for k, v in os.environ.items() if k != "DL_DEBUG"}
+    env = tool_environment(drop=("DL_DEBUG",))
     env.update(DL_HOME=str(home), COLUMNS="100", PAGER="cat", MANPAGER="cat", AWS_PAGER="")
     try:
         populate(home, args.runs)

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import start_moto
+from benchlib import start_moto, tool_environment
 from cli_speed import RESULT, p90, run_once
 from http_count import CountingProxy
 
@@ -63,7 +63,7 @@ def find_sdk(explicit: str | None) -> tuple[str | None, str]:
 def aws_env(tmp: Path, endpoint: str) -> dict:
     """This environment without AWS_*, DL_*, SAGEMAKER_*, plus dummy credentials for moto."""
     drop = ("AWS_", "DL_", "SAGEMAKER_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = tool_environment(drop)
     for name in ("aws-config", "aws-credentials"):
         (tmp / name).write_text("")
     (tmp / "xdg").mkdir()  # no SageMaker SDK config from this machine (~/.config/sagemaker, /etc/xdg)

@@ -31,7 +31,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from benchlib import start_moto, venv_tool
+from benchlib import start_moto, tool_environment, venv_tool
 
 BENCH = Path(__file__).resolve().parent
 AWS_VENV = BENCH / ".venv-aws"
@@ -148,7 +148,7 @@ def main() -> int:
     s5cmd, s5cmd_how = venv_tool(args.s5cmd, S5CMD_VENV, "s5cmd", "s5cmd")
     work = Path(tempfile.mkdtemp(prefix="dl-pull-bench-"))
     moto, url = start_moto()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DL_"))}
+    env = tool_environment(drop=("AWS_", "DL_"))
     env.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
         AWS_ENDPOINT_URL=url, AWS_CONFIG_FILE=str(work / "none"), AWS_SHARED_CREDENTIALS_FILE=str(work / "none"),
