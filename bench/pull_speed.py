@@ -8,16 +8,17 @@ checkpoints of 100 KiB (each its own zip). A SageMaker run whose checkpoints are
 is put into a throw-away DL_HOME (moto cannot run the job itself), and `dl pull RUN --all`
 pulls it, verifying every file as it does for users (size, S3's CRC32 or else the ETag's MD5,
 each ``.ckpt`` as a zip, the sha256 into the manifest). Each measurement is a whole process
-pulling into a fresh empty folder; the tools take turns (round-robin, the order rotated each
-round). Then `dl pull` runs again into a folder it filled, with nothing changed. Exit status:
-0 every target passes, 1 a target fails, 2 a tool was unavailable (the result is incomplete).
-See bench/README.md.
+pulling into a fresh empty folder; the tools take turns, each round in another of their six
+orders, so each runs after each other one equally often. Then `dl pull` runs again into a
+folder it filled, with nothing changed. Exit status: 0 every target passes, 1 a target fails,
+2 a tool was unavailable (the result is incomplete). See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import platform
 import random
@@ -134,7 +135,7 @@ def check_folder(folder: Path, sizes: dict[str, int]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed pulls per tool (default 3)")
+    parser.add_argument("--repeat", type=int, default=6, help="timed pulls per tool (default 6: every order once)")
     parser.add_argument("--large", type=int, default=8, help="64 MiB checkpoints (default 8)")
     parser.add_argument("--small", type=int, default=200, help="100 KiB checkpoints (default 200)")
     parser.add_argument("--aws", help="an aws (v1) executable")
@@ -175,8 +176,12 @@ def main() -> int:
         tools = [t for t in TOOLS if t == "dl pull" or (aws if t == "aws s3 sync" else s5cmd)]
         runs: dict[str, list[tuple[float, float, float]]] = {t: [] for t in tools}
         count, keep = 0, None
+        # Every order of the tools in turn, so that each runs after each other one equally often: what
+        # a tool leaves behind (aws s3 sync's ranged GETs make moto read 4 GiB; memory freed just
+        # before) changes the next pull's time, and a rotation would always put the same tool after it.
+        orders = list(itertools.permutations(tools))
         for i in range(args.repeat + 1):  # round 0 is the warm-up (page cache, .pyc files), not counted
-            for tool in tools[i % len(tools) :] + tools[: i % len(tools)]:
+            for tool in orders[i % len(orders)]:
                 count += 1
                 dest = work / f"pull-{count}"
                 measured = timed(commands[tool](dest), env, moto.pid)
