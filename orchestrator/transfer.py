@@ -9,14 +9,13 @@
   ETag, kept in ``.<name>.etag``) instead of starting over (objects under ``RESUMABLE`` bytes
   simply start over);
 - a GET that fails outright (5xx, throttling) is retried by botocore (a DirectS3 hands it
-  over); a body that breaks off
-  mid-object is continued from the byte it reached: at once while the attempts bring new
-  bytes, with a growing pause when they do not, and given up after ``ATTEMPTS`` in a row that
-  bring nothing;
+  over); a body that breaks off mid-object is continued from the byte it reached: at once while
+  the attempts bring new bytes, with a growing pause when they do not, and given up after
+  ``ATTEMPTS`` in a row that bring nothing;
 - a finished object is checked before it is renamed into place: its size; its bytes against
-  S3's own checksum (the full-object checksum checked while a whole-object GET
-  streams, or else the MD5 of a single-part ETag); and the caller's own check, e.g. that a
-  checkpoint is a sound zip. Its sha256, computed while it streams, goes into the manifest
+  S3's own checksum (the full-object checksum checked while a whole-object GET streams, or
+  else the MD5 of a single-part ETag); and the caller's own check, e.g. that a checkpoint is a
+  sound zip. Its sha256, computed while it streams, goes into the manifest
   (``.dl-pull.json``).
 
 Every byte is hashed as it arrives, so a file is read back only by the caller's check.
@@ -398,12 +397,9 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
             if stop.is_set():
                 raise _Stopped()
             try:
-                if len(chunk) > WRITE:
-                    view = memoryview(chunk)
-                    for start in range(0, len(chunk), WRITE):
-                        out.write(view[start : start + WRITE])
-                else:
-                    out.write(chunk)
+                view = memoryview(chunk)
+                for start in range(0, len(chunk), WRITE):
+                    out.write(view[start : start + WRITE])
             except OSError as exc:
                 raise ArtifactError(
                     f"Cannot write {transfer.part} ({exc.strerror}).", "Free some disk space, or pull --to elsewhere."

@@ -410,34 +410,36 @@ def test_a_pull_lists_and_gets_directly(faults, s3, tmp_path):
     assert (dest / "model" / "model.ckpt").is_file() and leftovers(dest) == []
 
 
-def test_with_dl_s3_direct_0_every_request_is_botocore_s(faults, s3, tmp_path, monkeypatch):
-    monkeypatch.setenv("DL_S3_DIRECT", "0")
+def pull_three(faults, s3, tmp_path) -> list:
+    """`dl pull --all` of a run with three small checkpoints (no model); checks each arrived byte
+    for byte and returns the listing and GETs the proxy saw."""
     objects = small_checkpoints(3)
     cloud_run(s3, objects, model=False)
     dest = tmp_path / "pulled"
     pull("--all", "--to", str(dest))
-    made = faults.requests("GET", f"/{BUCKET}") + faults.requests("GET", ".ckpt")
-    assert len(made) == 1 + len(objects) and {r.agent for r in made} == {"botocore"}
     for name, body in objects.items():
         assert (dest / "checkpoints" / name).read_bytes() == body
+    made = faults.requests("GET", f"/{BUCKET}") + faults.requests("GET", ".ckpt")
+    assert len(made) == 1 + len(objects)
+    return made
+
+
+def test_with_dl_s3_direct_0_every_request_is_botocore_s(faults, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("DL_S3_DIRECT", "0")
+    made = pull_three(faults, s3, tmp_path)
+    assert {r.agent for r in made} == {"botocore"}
 
 
 def test_direct_requests_carry_temporary_credentials_session_token(faults, s3, tmp_path, monkeypatch):
     """Credentials from STS, SSO or a role come with a session token; a request signed without it
     is refused by S3. (moto accepts any token: what is checked is that it is sent, and signed.)"""
     monkeypatch.setenv("AWS_SESSION_TOKEN", "FQoGZXIvYXdzEXAMPLETOKEN")
-    objects = small_checkpoints(3)
-    cloud_run(s3, objects, model=False)
-    dest = tmp_path / "pulled"
-    pull("--all", "--to", str(dest))
-    made = faults.requests("GET", f"/{BUCKET}") + faults.requests("GET", ".ckpt")
-    assert len(made) == 1 + len(objects) and {r.agent for r in made} == {"dl"}
+    made = pull_three(faults, s3, tmp_path)
+    assert {r.agent for r in made} == {"dl"}
     for request in made:
         headers = {k.lower(): v for k, v in request.headers.items()}
         assert headers["x-amz-security-token"] == "FQoGZXIvYXdzEXAMPLETOKEN"
         assert "x-amz-security-token" in headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
-    for name, body in objects.items():
-        assert (dest / "checkpoints" / name).read_bytes() == body
 
 
 def test_a_direct_get_that_fails_is_made_again_by_botocore(faults, s3, tmp_path):
