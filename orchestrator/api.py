@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator import settings
-from orchestrator.backends import Capability, LaunchSpec, get_backend
-from orchestrator.backends.base import Artifact
-from orchestrator.errors import ArtifactError, BackendError, UsageError
+from orchestrator.backends import REGISTRY, Capability, LaunchSpec, get_backend, require, supports
+from orchestrator.backends.base import Artifact, SmokeResult
+from orchestrator.errors import ArtifactError, UsageError
 from orchestrator.jobs import Job, find_job
 from orchestrator.store import Run, RunStatus, Store, open_store
 
@@ -144,9 +144,10 @@ def resume(run_id: str) -> tuple[Run, bool]:
     store = open_store()
     run = refresh(store, store.get(run_id))
     backend = get_backend(run.target)
-    if Capability.RESUME not in backend.capabilities:
+    if not supports(backend, Capability.RESUME):
         raise UsageError(
-            f"Run {run.id} ran on {run.target}; SageMaker resumes spot interruptions by itself.",
+            f"Run {run.id} ran on {run.target}, which does not resume runs (SageMaker resumes spot interruptions"
+            " by itself).",
             f"To continue it as a new run: dl launch {run.job} --target {run.target} --from {run.id}:last",
         )
     if run.status is RunStatus.COMPLETED:
@@ -185,7 +186,7 @@ def warm_start_source(ref: str, target: str) -> str:
     folder = settings.dl_home() / "cache" / "init" / f"{source.id}-{artifact.name.removesuffix('.ckpt')}"
     label = f"{artifact.name} of run {source.id}"
     item = PullItem(artifact, folder / artifact.name, functools.partial(verify_checkpoint, name=label))
-    backend.download(source, [item], folder, progress=False)
+    require(backend, Capability.PULL).download(source, [item], folder, progress=False)
     return str(folder)
 
 
@@ -216,9 +217,8 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
     if store.exists(run_id):
         raise UsageError(f"A run named {run_id!r} already exists.", "Pick another --name.")
     backend = get_backend(the_plan.target)
-    ready = getattr(backend, "ready", None)
-    if ready is not None:
-        ready(the_plan.spec)  # settings and credentials, before anything is recorded
+    if supports(backend, Capability.READY):
+        backend.ready(the_plan.spec)  # settings and credentials, before anything is recorded
     commit, dirty = git_info(the_plan.job.path)
     run = Run(
         id=run_id,
@@ -245,18 +245,15 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
 
 
 def smoke_test(the_plan: Plan, workdir: Path) -> SmokeResult:
-    """Run the packaged code once through the container contract with fast_dev_run."""
-    from orchestrator.backends.local.smoke import smoke_test as run_smoke
+    """Run the packaged code once on this machine through the container contract with fast_dev_run.
 
-    return run_smoke(the_plan, workdir)
-
-
-@dataclass
-class SmokeResult:
-    ok: bool
-    seconds: float
-    error: str | None
-    log: str
+    Every target runs the same package under the same contract, so a target that cannot
+    smoke-test here itself (a cloud one) is tested by the first registered backend that can."""
+    backend = get_backend(the_plan.target)
+    if not supports(backend, Capability.SMOKE_TEST):
+        found = (b for b in map(get_backend, REGISTRY) if supports(b, Capability.SMOKE_TEST))
+        backend = next(found, backend)
+    return require(backend, Capability.SMOKE_TEST).smoke_test(the_plan.spec, workdir)
 
 
 def refresh(store: Store, run: Run) -> Run:
@@ -287,8 +284,10 @@ def list_runs(
     fresh: dict[str, Run] = {}
     for name, group in by_target.items():
         backend = get_backend(name)
-        many = getattr(backend, "refresh_many", None)
-        updated = many(store, group) if many else [backend.refresh(store, r) for r in group]
+        if supports(backend, Capability.REFRESH_MANY):
+            updated = backend.refresh_many(store, group)
+        else:
+            updated = [backend.refresh(store, r) for r in group]
         fresh.update({r.id: r for r in updated})
     runs = [fresh.get(run.id, run) for run in runs]
     if order:
@@ -329,9 +328,9 @@ def epoch_metrics(run_id: str) -> list[dict]:
     rows = store.epoch_metrics(run.id)
     if rows or not run.output_uri or "://" in run.output_uri:
         return rows
-    from orchestrator.backends.local.supervisor import epoch_rows_from_csv
+    from orchestrator.backends.runtime_io import read_epoch_rows
 
-    return epoch_rows_from_csv(Path(run.output_uri) / "data" / "metrics.csv")
+    return read_epoch_rows(Path(run.output_uri) / "data")
 
 
 def monitor_of(run: Run) -> tuple[str | None, str]:
@@ -367,12 +366,12 @@ def logs(run_id: str, *, follow: bool = False) -> Iterator[str]:
     store = open_store()
     run = store.get(run_id)
     backend = get_backend(run.target)
-    if follow and Capability.FOLLOW_LOGS not in backend.capabilities:
-        raise BackendError(f"The {run.target} target cannot follow logs.")
+    if follow:
+        require(backend, Capability.FOLLOW_LOGS)
     path = backend.log_path(run)  # None: the backend reads its logs elsewhere (CloudWatch)
     if path is not None and not path.exists():
         raise ArtifactError(f"Run {run.id} has no log yet.", "It may still be starting; try again.")
-    return backend.follow(run, store if follow else None)
+    return backend.follow(run, store) if follow else backend.read_log(run)
 
 
 def checkpoints(run: Run) -> list[dict]:
@@ -417,10 +416,7 @@ def stop(run_id: str, *, grace: float = 60.0) -> Run:
     """Stop a run gracefully (it saves a checkpoint). A finished run is returned unchanged."""
     store = open_store()
     run = store.get(run_id)
-    backend = get_backend(run.target)
-    if Capability.STOP not in backend.capabilities:
-        raise BackendError(f"The {run.target} target cannot stop runs.")
-    return backend.stop(store, run, grace)
+    return require(get_backend(run.target), Capability.STOP).stop(store, run, grace)
 
 
 PULL_CHOICES = ("best", "last", "all")
@@ -462,7 +458,7 @@ def pull(
         raise UsageError(f"Unknown choice {which!r}.", f"Use one of {', '.join(PULL_CHOICES)}.")
     store = open_store()
     run = store.get(run_id)
-    backend = get_backend(run.target)
+    backend = require(get_backend(run.target), Capability.PULL)
     selected = select_artifacts(backend.artifacts(run), which)
     if not any(a.kind in ("checkpoint", "model") for a in selected):
         state = "" if run.status.is_terminal else f" (it is {run.status.value})"

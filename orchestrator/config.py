@@ -40,11 +40,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orchestrator.backends import TARGETS
 from orchestrator.errors import UsageError
 from orchestrator.tomledit import atomic_write, edit
 
 FILE_NAME = "dl.toml"
-TARGETS = ("local", "sagemaker")
 SECTIONS = ("aws", "defaults", "tags")
 DEFAULT = "default"
 # Variables that carry credentials themselves; their presence outranks a profile named in dl.toml.

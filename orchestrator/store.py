@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from orchestrator.backends import public_state_keys
 from orchestrator.errors import RunNotFound, StoreError
 
 
@@ -48,11 +49,6 @@ _TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED}
 TERMINAL_VALUES = tuple(s.value for s in _TERMINAL)
 
 _JSON_FIELDS = ("params", "metrics", "data", "backend_state", "promotion")
-# What a backend records that users and scripts may read (`dl show`, `--json` under "backend").
-PUBLIC_BACKEND_KEYS = (
-    "region", "instance_type", "nodes", "spot", "arn", "secondary_status", "price_per_hour",
-    "billable_seconds", "training_seconds", "cost_usd", "spot_savings",
-)  # fmt: skip
 
 
 @dataclass
@@ -100,7 +96,8 @@ class Run:
         out["model"] = out.pop("model_uri")
         out["output"] = out.pop("output_uri")
         state = out.pop("backend_state")
-        out["backend"] = {k: state[k] for k in PUBLIC_BACKEND_KEYS if state.get(k) is not None}
+        # Only what the run's backend declares readable (`dl show`, `--json` under "backend").
+        out["backend"] = {k: state[k] for k in public_state_keys(self.target) if state.get(k) is not None}
         return out
 
 

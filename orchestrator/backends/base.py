@@ -1,4 +1,12 @@
-"""The interface every backend implements, and the capabilities it may declare."""
+"""The interface every backend implements, and one protocol per optional feature.
+
+A backend is a class with the core methods of :class:`Backend`. What else it can do is not
+a flag it sets but the feature protocols it implements (dstack's ``ComputeWith...Support``):
+:func:`capabilities` derives the set by ``isinstance`` against each protocol in
+:data:`FEATURES`, so a capability cannot be claimed without its methods, and
+:func:`require` is how callers check one before they use it (a one-line BackendError when
+the target lacks it).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from orchestrator.jobs import Job
@@ -20,6 +28,8 @@ class Capability(StrEnum):
     PULL = "pull"
     SMOKE_TEST = "smoke_test"
     RESUME = "resume"
+    REFRESH_MANY = "refresh_many"
+    READY = "ready"
 
 
 @dataclass
@@ -45,38 +55,135 @@ class Artifact:
     etag: str | None = None
 
 
+@dataclass
+class SmokeResult:
+    """The dry run's smoke test: passed or not, how long it took, the program's one-line error, its log."""
+
+    ok: bool
+    seconds: float
+    error: str | None
+    log: str
+
+
+@runtime_checkable
 class Backend(Protocol):
+    """What every backend does. ``public_state_keys``: the keys of ``run.backend_state`` that
+    users and scripts may read (`dl show`, ``--json`` under "backend")."""
+
     name: str
-    capabilities: frozenset[Capability]
+    public_state_keys: tuple[str, ...]
 
     def check(self, spec: LaunchSpec) -> None:
-        """Raise a DlError when this backend cannot run ``spec`` (missing dependency, data, credentials)."""
+        """Raise a DlError when this backend cannot run ``spec`` (missing dependency, data, bad option).
+        Sends nothing and records nothing."""
 
     def describe(self, spec: LaunchSpec, run_id: str, git_commit: str | None) -> dict:
         """What a launch would do (resources, cost, the request it would send); starts and sends nothing."""
 
     def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
-        """Start ``run`` and return at once; record where its logs and outputs will be."""
+        """Start ``run`` (already inserted, Pending) and return at once; record where its log and
+        outputs will be (log_uri, checkpoint_uri, model_uri, output_uri). Raising leaves the
+        run for the caller to mark Failed."""
 
     def refresh(self, store: Store, run: Run) -> Run:
-        """Bring a non-terminal run's status up to date with reality; return it re-read."""
+        """Bring a non-terminal run's status up to date with reality; return it re-read.
+        A run in a terminal state is returned unchanged."""
 
     def log_path(self, run: Run) -> Path | None:
-        """Where the run's log can be read, if it is a local file."""
+        """Where the run's log can be read, if it is a local file; None when it lives elsewhere."""
 
-    def stop(self, store: Store, run: Run, grace: float) -> Run:
-        """Ask the run to stop, saving a checkpoint; force it after ``grace`` seconds.
-        stop() on a run in a terminal state returns it unchanged."""
+    def read_log(self, run: Run) -> Iterator[str]:
+        """Yield the run's log as far as it is written now, then return."""
 
     def checkpoint_manifest(self, run: Run) -> list[dict]:
-        """Entries of the runtime's checkpoint manifest.json, as far as it can be read now."""
+        """Entries of the runtime's checkpoint manifest.json, as far as it can be read now ([] if none)."""
 
     def artifacts(self, run: Run) -> list[Artifact]:
-        """The run's model, checkpoints and metrics files, as they are now."""
+        """The run's model, checkpoints and metrics files, as they are now ([] before any)."""
 
+
+@runtime_checkable
+class SupportsStop(Protocol):
+    def stop(self, store: Store, run: Run, grace: float) -> Run:
+        """Ask the run to stop, saving a checkpoint; force it after ``grace`` seconds where the
+        backend decides that. stop() on a run in a terminal state returns it unchanged."""
+
+
+@runtime_checkable
+class SupportsFollowLogs(Protocol):
+    def follow(self, run: Run, store: Store) -> Iterator[str]:
+        """Yield log lines as they are written, refreshing the run through ``store``, until it ends
+        and everything it wrote has been yielded."""
+
+
+@runtime_checkable
+class SupportsPull(Protocol):
     def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
         """Bring ``items`` (api.PullItem: artifact, dest under ``root``, verify) here; return a
         transfer.Report. Never leaves a partial file at a destination; skips unchanged files."""
 
-    def follow(self, run: Run) -> Iterator[str]:
-        """Yield log lines as they are written until the run ends."""
+
+@runtime_checkable
+class SupportsSmokeTest(Protocol):
+    def smoke_test(self, spec: LaunchSpec, workdir: Path) -> SmokeResult:
+        """Run ``spec``'s package once on this machine through the container contract with
+        fast_dev_run, in ``workdir``; record nothing."""
+
+
+@runtime_checkable
+class SupportsResume(Protocol):
+    def resume(self, store: Store, run: Run) -> None:
+        """Start a Failed or Stopped run again with its own package, parameters and checkpoint
+        folder (the caller has already marked it resumed); return at once."""
+
+
+@runtime_checkable
+class SupportsRefreshMany(Protocol):
+    def refresh_many(self, store: Store, runs: list[Run]) -> list[Run]:
+        """``refresh`` for many runs at once (fewer calls than one per run); same order as ``runs``."""
+
+
+@runtime_checkable
+class SupportsReady(Protocol):
+    def ready(self, spec: LaunchSpec) -> None:
+        """Raise a DlError when a real launch cannot go ahead (settings, credentials), before
+        anything is recorded. Unlike ``check`` it may look at the environment, but sends nothing."""
+
+
+FEATURES: dict[Capability, type] = {
+    Capability.STOP: SupportsStop,
+    Capability.FOLLOW_LOGS: SupportsFollowLogs,
+    Capability.PULL: SupportsPull,
+    Capability.SMOKE_TEST: SupportsSmokeTest,
+    Capability.RESUME: SupportsResume,
+    Capability.REFRESH_MANY: SupportsRefreshMany,
+    Capability.READY: SupportsReady,
+}
+
+_CANNOT = {
+    Capability.STOP: "stop runs",
+    Capability.FOLLOW_LOGS: "follow logs",
+    Capability.PULL: "download artifacts",
+    Capability.SMOKE_TEST: "smoke-test on this machine",
+    Capability.RESUME: "resume runs",
+    Capability.REFRESH_MANY: "refresh many runs at once",
+    Capability.READY: "check readiness",
+}
+
+
+def capabilities(backend: object) -> frozenset[Capability]:
+    """The features ``backend`` implements: derived from its methods, never declared apart from them."""
+    return frozenset(cap for cap, feature in FEATURES.items() if isinstance(backend, feature))
+
+
+def supports(backend: object, capability: Capability) -> bool:
+    return isinstance(backend, FEATURES[capability])
+
+
+def require(backend: Backend, capability: Capability, hint: str = ""):
+    """``backend`` itself when it has ``capability``; else a one-line BackendError naming the target."""
+    if not supports(backend, capability):
+        from orchestrator.errors import BackendError
+
+        raise BackendError(f"The {backend.name} target cannot {_CANNOT[capability]}.", hint)
+    return backend

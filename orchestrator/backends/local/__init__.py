@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.backends.base import Artifact, Capability, LaunchSpec
+from orchestrator.backends.base import Artifact, LaunchSpec, SmokeResult
 from orchestrator.backends.local import contract, process
 from orchestrator.errors import ArtifactError, BackendError, UsageError
 from orchestrator.store import Run, RunStatus, Store
@@ -117,10 +117,10 @@ def check_data(data: dict[str, str]) -> None:
 
 
 class LocalBackend:
+    """Features: stop, follow logs, pull, smoke test, resume (base.py)."""
+
     name = "local"
-    capabilities = frozenset(
-        {Capability.STOP, Capability.FOLLOW_LOGS, Capability.PULL, Capability.SMOKE_TEST, Capability.RESUME}
-    )
+    public_state_keys: tuple[str, ...] = ()
 
     def check(self, spec: LaunchSpec) -> None:
         for option in ("gpu", "instance_type", "nodes", "image"):
@@ -193,7 +193,14 @@ class LocalBackend:
     def log_path(self, run: Run) -> Path | None:
         return Path(run.log_uri) if run.log_uri else None
 
-    def follow(self, run: Run, store: Store | None = None, poll: float = 0.2) -> Iterator[str]:
+    def read_log(self, run: Run) -> Iterator[str]:
+        return self._stream(run, None)
+
+    def follow(self, run: Run, store: Store, poll: float = 0.2) -> Iterator[str]:
+        return self._stream(run, store, poll)
+
+    def _stream(self, run: Run, store: Store | None, poll: float = 0.2) -> Iterator[str]:
+        """The log from the start; with a store, on until the run ends and its last bytes are read."""
         path = self.log_path(run)
         position = 0
         while True:
@@ -213,7 +220,14 @@ class LocalBackend:
                 return
             time.sleep(poll)
 
+    def smoke_test(self, spec: LaunchSpec, workdir: Path) -> SmokeResult:
+        from orchestrator.backends.local.smoke import smoke_test
+
+        return smoke_test(spec, workdir)
+
     def stop(self, store: Store, run: Run, grace: float) -> Run:
+        """SIGTERM (the runtime saves last.ckpt), then SIGKILL of the process group after ``grace``
+        seconds. stop() on a run in a terminal state returns it unchanged."""
         run = self.refresh(store, run)
         if run.status.is_terminal:
             return run

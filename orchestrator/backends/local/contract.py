@@ -47,13 +47,14 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.backends.runtime_io import TORCH_DISTRIBUTED, decode_hyperparameters, hyperparameters_json
+
 FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
 CURRENT_HOST = "algo-1"
 INSTANCE_GROUP = "homogeneousCluster"
 NETWORK_INTERFACE = "eth0"
 MASTER_PORT = "7777"  # sagemaker_pytorch_container.training.MASTER_PORT
 LOCAL_MASTER_ADDR = "127.0.0.1"
-TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
 
 SUCCESS_FILE = "success"
 FAILURE_FILE = "failure"
@@ -113,24 +114,13 @@ class ContainerSpec:
         }
 
 
-def hyperparameters_json(values: dict[str, object]) -> dict[str, str]:
-    """The CreateTrainingJob HyperParameters map: every value JSON-encoded into a string."""
-    return {key: json.dumps(value) for key, value in values.items()}
-
-
 def _toolkit_hyperparameters(spec: ContainerSpec) -> tuple[dict, dict, dict]:
     """(program's hyperparameters, sagemaker_* settings, additional framework parameters).
 
     As the toolkit sees them: read back from hyperparameters.json (``json.loads`` of each
     value, so tuples arrive as lists) and split by ``environment.Environment``'s rule.
     """
-    raw = hyperparameters_json({**spec.hyperparameters, **spec.sagemaker_hyperparameters()})
-    values = {}
-    for key, text in raw.items():
-        try:
-            values[key] = json.loads(text)
-        except (ValueError, TypeError):
-            values[key] = text
+    values = decode_hyperparameters(hyperparameters_json({**spec.hyperparameters, **spec.sagemaker_hyperparameters()}))
     framework = {k: v for k, v in values.items() if k in _TOOLKIT_KEYS or k.startswith(_SAGEMAKER_PREFIX)}
     program = {k: v for k, v in values.items() if k not in framework}
     additional = {k: v for k, v in framework.items() if k not in _TOOLKIT_KEYS}

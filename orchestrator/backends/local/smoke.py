@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from orchestrator.backends.base import LaunchSpec
+from orchestrator.backends.base import LaunchSpec, SmokeResult
 from orchestrator.backends.local import child_env, prepare
 from orchestrator.backends.local.supervisor import run_program
 
-if TYPE_CHECKING:
-    from orchestrator.api import Plan, SmokeResult
 
-
-def smoke_test(plan: Plan, workdir: Path) -> SmokeResult:
-    from orchestrator.api import SmokeResult
-
-    params = {**plan.params, "fast_dev_run": True}
+def smoke_test(launch: LaunchSpec, workdir: Path) -> SmokeResult:
+    params = {**launch.params, "fast_dev_run": True}
     # Remote (s3://) channels are not fetched for a smoke test; the job sees only local ones.
-    local_data = {name: path for name, path in plan.data.items() if "://" not in path}
-    spec = LaunchSpec(plan.job, plan.package, params, local_data)
+    local_data = {name: path for name, path in launch.data.items() if "://" not in path}
+    spec = LaunchSpec(launch.job, launch.package, params, local_data)
     base = workdir / "container"
     cspec = prepare(base, "dry-run", spec)
     log = base / "dl" / "log.txt"

@@ -10,75 +10,17 @@ leaves that reason in ``output/failure``.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from orchestrator.backends import runtime_io
 from orchestrator.backends.local import contract
 from orchestrator.store import RunStatus, Store
 
 EXIT_STOPPED = 143
-
-
-def read_outcome(base: Path) -> dict:
-    """Final metrics and best checkpoint from the runtime's summary.json, else from metrics.csv."""
-    summary = base / "output" / "data" / "summary.json"
-    if summary.is_file():
-        try:
-            return json.loads(summary.read_text())
-        except json.JSONDecodeError:
-            pass
-    return {"final": final_metrics_from_csv(base / "output" / "data" / "metrics.csv")}
-
-
-def final_metrics_from_csv(path: Path) -> dict:
-    import csv
-
-    if not path.is_file():
-        return {}
-    final: dict[str, float] = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            for key, value in row.items():
-                if key not in ("epoch", "step") and value not in (None, ""):
-                    try:
-                        final[key] = float(value)
-                    except ValueError:
-                        continue
-    return final
-
-
-def epoch_rows_from_csv(path: Path) -> list[dict]:
-    """metrics.csv as dicts of floats (epoch and step as ints); empty cells and bad rows are left out."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return epoch_rows(handle.read())
-
-
-def epoch_rows(text: str) -> list[dict]:
-    """The runtime's metrics.csv text as rows (see epoch_rows_from_csv)."""
-    import csv
-    import io
-
-    rows = []
-    for raw in csv.DictReader(io.StringIO(text)):
-        try:
-            row: dict = {"epoch": int(raw["epoch"]), "step": int(raw["step"]) if raw.get("step") else None}
-        except (KeyError, TypeError, ValueError):
-            continue
-        for key, value in raw.items():
-            if key in ("epoch", "step") or value in (None, ""):
-                continue
-            try:
-                row[key] = float(value)
-            except ValueError:
-                continue
-        rows.append(row)
-    return rows
 
 
 def failure_reason(base: Path, returncode: int, log: Path) -> str:
@@ -161,12 +103,12 @@ def supervise(home: Path, run_id: str) -> int:
         store.merge_backend_state(run_id, child_pid=child.pid, child_start=process.start_time(child.pid))
 
     returncode, reason = run_program(base, cspec, child_env(base, cspec), _log_stream(base), on_start=started)
-    outcome = read_outcome(base)
+    outcome = runtime_io.read_outcome(base / "output" / "data")
     metrics = outcome.get("final", {})
     # Every epoch so far (a resumed run's file holds its earlier epochs too): replaces the run's rows.
     # Stored before the run turns terminal, so whoever sees it finished also sees its curves.
     try:
-        store.replace_epoch_metrics(run_id, epoch_rows_from_csv(base / "output" / "data" / "metrics.csv"))
+        store.replace_epoch_metrics(run_id, runtime_io.read_epoch_rows(base / "output" / "data"))
     except Exception as exc:  # never let bookkeeping keep a finished run InProgress
         print(f"dl: could not store per-epoch metrics ({exc}); metrics.csv has them", flush=True)
     stop_requested = stop_seen or store.get(run_id).backend_state.get("stop_requested")

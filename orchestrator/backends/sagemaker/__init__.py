@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator.backends.base import Artifact, Capability, LaunchSpec
+from orchestrator.backends import runtime_io
+from orchestrator.backends.base import Artifact, LaunchSpec
 from orchestrator.backends.sagemaker import request as req
 from orchestrator.errors import UsageError
 from orchestrator.store import Run, RunStatus, Store
@@ -184,8 +185,14 @@ def _clients(region: str | None, profile: str | None, environment: tuple):
 
 
 class SageMakerBackend:
+    """Features: stop, follow logs, pull, refresh many, ready (base.py). No resume: SageMaker
+    resumes spot interruptions itself; a stopped run continues as a new run (``--from``)."""
+
     name = "sagemaker"
-    capabilities = frozenset({Capability.STOP, Capability.FOLLOW_LOGS, Capability.PULL, Capability.SMOKE_TEST})
+    public_state_keys = (
+        "region", "instance_type", "nodes", "spot", "arn", "secondary_status", "price_per_hour",
+        "billable_seconds", "training_seconds", "cost_usd", "spot_savings",
+    )  # fmt: skip
 
     def check(self, spec: LaunchSpec) -> None:
         for name, uri in spec.data.items():
@@ -333,10 +340,7 @@ class SageMakerBackend:
         """Final metrics (summary.json) and per-epoch rows (metrics.csv) from the run's output.tar.gz,
         read once, when the run ends."""
         import io
-        import json
         import tarfile
-
-        from orchestrator.backends.local.supervisor import epoch_rows
 
         if not run.model_uri:
             return {}, []
@@ -353,9 +357,10 @@ class SageMakerBackend:
                 def text(name: str) -> str:
                     return tar.extractfile(files[name]).read().decode() if name in files else ""
 
-                summary = json.loads(text("summary.json") or "{}")
-                return dict(summary.get("final", {})), epoch_rows(text("metrics.csv"))
-        except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+                return runtime_io.summary_final(text(runtime_io.SUMMARY_JSON)), runtime_io.epoch_rows(
+                    text(runtime_io.METRICS_CSV)
+                )
+        except (tarfile.TarError, UnicodeDecodeError, OSError):
             return {}, []
 
     # -- logs ----------------------------------------------------------------------------
@@ -363,7 +368,14 @@ class SageMakerBackend:
     def log_path(self, run: Run) -> Path | None:
         return None
 
-    def follow(self, run: Run, store: Store | None = None, poll: float = 2.0) -> Iterator[str]:
+    def read_log(self, run: Run) -> Iterator[str]:
+        return self._stream(run, None)
+
+    def follow(self, run: Run, store: Store, poll: float = 2.0) -> Iterator[str]:
+        return self._stream(run, store, poll)
+
+    def _stream(self, run: Run, store: Store | None, poll: float = 2.0) -> Iterator[str]:
+        """CloudWatch events of every stream of the job, merged by time; with a store, on until it ends."""
         aws = _aws(run)
         tokens: dict[str, str | None] = {}
         while True:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orchestrator.backends.local.contract import TORCH_DISTRIBUTED, hyperparameters_json
+from orchestrator.backends.runtime_io import TORCH_DISTRIBUTED, hyperparameters_json
 from orchestrator.packaging import ENTRY_POINT
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"

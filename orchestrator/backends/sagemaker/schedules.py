@@ -17,6 +17,7 @@ import json
 import uuid
 from typing import TYPE_CHECKING
 
+from orchestrator.backends.runtime_io import decode_hyperparameters
 from orchestrator.backends.sagemaker import request as req
 from orchestrator.errors import UsageError
 from orchestrator.store import Run, RunStatus, Schedule, Store
@@ -275,7 +276,7 @@ def _import(store: Store, aws, name: str, tags: dict[str, str], profile: str | N
     from orchestrator.backends.sagemaker import SageMakerBackend, estimate
 
     job = aws.describe_training_job(name)
-    hyper = {k: _decode(v) for k, v in (job.get("HyperParameters") or {}).items()}
+    hyper = decode_hyperparameters(job.get("HyperParameters") or {})
     params = {k: v for k, v in hyper.items() if not k.startswith("sagemaker_")}
     output = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
     resources = job.get("ResourceConfig", {})
@@ -318,13 +319,6 @@ def _import(store: Store, aws, name: str, tags: dict[str, str], profile: str | N
     store.insert(run)
     SageMakerBackend()._apply(store, run, job)
     return store.get(name)
-
-
-def _decode(value: str):
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
 
 
 def _split(uri: str) -> tuple[str, str]:

@@ -1,0 +1,193 @@
+"""The contract every registered backend must pass (orchestrator/backends/base.py).
+
+Parametrized over REGISTRY: a new backend adds itself to the registry and a harness below
+(how to give it an environment, and how a run it started gets to its end), and must then
+pass every test here. ``local`` runs real tiny trainings on this machine; ``sagemaker`` talks
+to the moto server on 127.0.0.1 over real HTTP, and the part moto does not play (running
+the job, writing its outputs and logs) is played openly by tests/sagemaker_double.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator import api
+from orchestrator.backends import REGISTRY, TARGETS, Capability, capabilities, get_backend, public_state_keys
+from orchestrator.backends.base import FEATURES, Backend, require
+from orchestrator.errors import BackendError, DlError
+from orchestrator.store import RunStatus, open_store
+from tests.conftest import REGION
+
+TINY = {"max_epochs": "2", "limit_train_batches": "3", "limit_val_batches": "2"}
+
+
+@dataclass
+class Harness:
+    """How the tests drive one target: launch options, and bringing a started run to its end."""
+
+    target: str
+    options: dict
+    finish: object  # (run_id, workdir) -> None: the run has ended (Completed) when it returns
+
+
+@pytest.fixture
+def local_harness(dl_home):
+    def finish(run_id: str, workdir: Path) -> None:
+        ended = api.wait(run_id, timeout=300)
+        assert ended.status is RunStatus.COMPLETED, ended.failure_reason
+
+    return Harness("local", {}, finish)
+
+
+@pytest.fixture
+def sagemaker_harness(aws, moto_endpoint):
+    from tests.sagemaker_double import play_training_job
+
+    def finish(run_id: str, workdir: Path) -> None:
+        # moto records the job and marks it Completed at once; SageMaker's part is played here.
+        played = play_training_job(aws, run_id, workdir / "container", endpoint_url=moto_endpoint)
+        assert played.returncode == 0, played.output
+
+    return Harness("sagemaker", {"gpu": "T4"}, finish)
+
+
+HARNESSES = {"local": "local_harness", "sagemaker": "sagemaker_harness"}
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def harness(request) -> Harness:
+    assert request.param in HARNESSES, f"backend {request.param} is registered but has no harness here"
+    return request.getfixturevalue(HARNESSES[request.param])
+
+
+# -- what a backend is -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", sorted(REGISTRY))
+def test_a_registered_backend_implements_the_core_protocol(target):
+    backend = get_backend(target)
+    assert isinstance(backend, Backend)
+    assert backend.name == target and target in TARGETS
+    assert public_state_keys(target) == tuple(backend.public_state_keys)
+    for name, _ in inspect.getmembers(Backend, inspect.isfunction):
+        if not name.startswith("_"):
+            assert callable(getattr(backend, name)), f"{target} lacks {name}"
+
+
+@pytest.mark.parametrize("target", sorted(REGISTRY))
+def test_capabilities_are_exactly_the_features_whose_methods_it_has(target):
+    backend = get_backend(target)
+    for capability, feature in FEATURES.items():
+        methods = [n for n, _ in inspect.getmembers(feature, inspect.isfunction) if not n.startswith("_")]
+        assert methods, f"feature {capability} declares no method"
+        has_all = all(callable(getattr(backend, n, None)) for n in methods)
+        assert (capability in capabilities(backend)) is has_all
+        for name in methods if has_all else ():
+            # Called the way dl calls it: the protocol's parameters are accepted by name.
+            wanted = [p for p in inspect.signature(getattr(feature, name)).parameters if p != "self"]
+            accepted = inspect.signature(getattr(backend, name)).parameters
+            assert all(p in accepted for p in wanted), f"{target}.{name} does not take {wanted}"
+
+
+def test_a_capability_cannot_be_claimed_without_its_method():
+    class Partial:
+        name = "partial"
+        capabilities = frozenset(Capability)  # a claim, not a method: it counts for nothing
+
+        def stop(self, store, run, grace):
+            return run
+
+    assert capabilities(Partial()) == {Capability.STOP}
+    with pytest.raises(BackendError) as caught:
+        require(Partial(), Capability.RESUME)
+    assert str(caught.value) == "The partial target cannot resume runs."
+
+
+def test_the_api_checks_a_capability_before_calling(dl_home, monkeypatch):
+    """A target without a feature gets one line from the API, not an AttributeError."""
+    from orchestrator.backends.local import LocalBackend
+
+    class NoStop(LocalBackend):
+        stop = None  # type: ignore[assignment]
+
+    run = api.launch("mnist", target="local", overrides=TINY)
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "get_backend", lambda target: NoStop())
+        with pytest.raises(BackendError, match=r"^The local target cannot stop runs\.$"):
+            api.stop(run.id)
+    assert api.stop(run.id, grace=30).status.is_terminal
+
+
+def test_check_refuses_a_channel_it_cannot_read(harness, tmp_path):
+    from orchestrator.packaging import build_package
+    from orchestrator.settings import dl_home, max_package_mb
+
+    job = api.find_job("mnist")
+    package = build_package(job, dl_home() / "packages", max_package_mb())
+    spec = api.LaunchSpec(job, package, job.resolve(TINY), {"train": str(tmp_path / "missing")}, harness.options)
+    with pytest.raises(DlError) as caught:
+        get_backend(harness.target).check(spec)
+    assert "train" in caught.value.message and "\n" not in str(caught.value)
+
+
+# -- a run from start to end -------------------------------------------------------------------
+
+
+def test_submit_refresh_logs_artifacts_pull_and_stop_keep_their_contracts(harness, tmp_path):
+    backend = get_backend(harness.target)
+    plan = api.plan("mnist", target=harness.target, overrides=TINY, options=harness.options)
+    described = backend.describe(plan.spec, "contract-run", None)
+    assert {"resources", "cost"} <= set(described)
+
+    run = api.start(plan)
+    store = open_store()
+    # submit returned at once, recorded where the run's log and outputs will be.
+    assert run.status in (RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.COMPLETED)
+    assert run.log_uri and run.checkpoint_uri and run.model_uri and run.output_uri
+
+    harness.finish(run.id, tmp_path)
+    done = backend.refresh(store, store.get(run.id))
+    assert done.status is RunStatus.COMPLETED and done.ended_at and "val_acc" in done.metrics
+    assert backend.refresh(store, done) == done  # a terminal run is returned unchanged
+    rows = store.epoch_metrics(run.id)
+    assert [row["epoch"] for row in rows] == [0, 1]  # metrics.csv, read through runtime_io
+
+    log = "".join(backend.read_log(done))
+    assert "epoch 2/2" in log
+    if Capability.FOLLOW_LOGS in capabilities(backend):
+        assert "epoch 2/2" in "".join(backend.follow(done, store))  # ends: the run has ended
+
+    found = backend.artifacts(done)
+    assert {a.kind for a in found} >= {"checkpoint", "model"}
+    assert {"best.ckpt", "last.ckpt"} <= {a.name for a in found if a.kind == "checkpoint"}
+    manifest = backend.checkpoint_manifest(done)
+    assert manifest and all(entry.get("sha256") for entry in manifest)
+
+    if Capability.PULL in capabilities(backend):
+        root = tmp_path / "pulled"
+        items = [api.PullItem(a, root / a.name, None) for a in found if a.kind == "checkpoint"]
+        report = backend.download(done, items, root, progress=False)
+        assert sorted(report.fetched) == sorted(i.dest for i in items)
+        assert not [p for p in root.rglob("*") if p.name.startswith(".") and p.is_file() and "part" in p.name]
+        for item in items:
+            api.verify_checkpoint(item.dest)
+        again = backend.download(done, items, root, progress=False)
+        assert again.fetched == [] and sorted(again.skipped) == sorted(i.dest for i in items)
+
+    if Capability.STOP in capabilities(backend):
+        assert backend.stop(store, done, grace=1.0) == done  # a finished run: returned unchanged
+
+
+def test_the_registry_is_the_list_of_targets(monkeypatch, tmp_path):
+    from orchestrator.config import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no dl.toml here or above
+    for target in TARGETS:
+        assert load_settings(environ={"DL_TARGET": target}).target == target
+    with pytest.raises(DlError) as caught:
+        load_settings(environ={"DL_TARGET": "nowhere", "DL_REGION": REGION})
+    assert all(target in caught.value.hint for target in TARGETS)
