@@ -5,9 +5,10 @@
     scheduling.tick()          # local target: start what is due now (what `dl schedule run` loops on)
 
 The package is built once, at create (or ``update``), and pinned by its hash: a schedule
-retrains the code it was created with. On the ``sagemaker`` target the schedule lives in
-EventBridge Scheduler (backends/sagemaker/schedules.py) and AWS fires it; on ``local``,
-``tick`` decides. Its decisions are kept in the store (the ``firings`` table), so they survive
+retrains the code it was created with. What differs per target is its backend's Scheduler
+(backends/base.py): where the schedule lives besides the store, and who fires it. A cloud
+target's schedule lives there (EventBridge Scheduler for sagemaker) and the cloud fires it;
+where ``fires_here``, ``tick`` decides. Its decisions are kept in the store (the ``firings`` table), so they survive
 restarts: a fire time is decided once, a run never starts while the schedule's previous run
 still goes (the firing is recorded as skipped), and after downtime one catch-up run starts,
 not one per missed fire time. The runs a schedule starts are ordinary runs (``run.schedule``).
@@ -23,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator import cronexpr
+from orchestrator.backends import Capability, get_backend, require
+from orchestrator.backends.base import Scheduler
 from orchestrator.errors import DlError, UsageError
 from orchestrator.store import Run, RunStatus, Schedule, Store, open_store
 
@@ -85,11 +88,14 @@ def check_expression(expression: str, tz: str, now: float | None = None) -> tupl
     return parsed.aws, cronexpr.next_fires(parsed, tz, moment, 3, anchor=moment)
 
 
-def pointer_folder(name: str, home: Path | None = None) -> Path:
-    """Where the local target keeps a schedule's promoted checkpoint (``best/best.ckpt``)."""
-    from orchestrator.settings import dl_home
+def scheduler_for(target: str) -> Scheduler:
+    """The Scheduler of ``target``'s backend; a one-line BackendError when it has none."""
+    return require(get_backend(target), Capability.SCHEDULES).scheduler()
 
-    return (home or dl_home()) / "schedules" / name / "best"
+
+def fires_here(target: str) -> bool:
+    """Whether `dl schedule run` on this machine starts ``target``'s scheduled runs."""
+    return scheduler_for(target).fires_here
 
 
 def create(
@@ -107,7 +113,8 @@ def create(
     window_minutes: int | None = None,
     now: float | None = None,
 ) -> Schedule:
-    """Validate, build and pin the package, and create the schedule (in AWS for sagemaker)."""
+    """Validate, build and pin the package, and create the schedule (outside the store too, where
+    the target keeps schedules: EventBridge for sagemaker)."""
     from orchestrator import api
 
     _check_name(name)
@@ -117,13 +124,13 @@ def create(
     if any(s.name == name for s in store.list_schedules()):
         raise UsageError(f"A schedule named {name!r} already exists.", f"Update it: dl schedule update {name}")
     target = target or api.default_target()
+    scheduler = scheduler_for(target)
     options = dict(options or {})
     data = dict(data or {})
     from_ref = str(options.get("from_run") or "")
     source, _, which = from_ref.partition(":")
     from_schedule = bool(source) and (source == name or any(s.name == source for s in store.list_schedules()))
-    if target == "local" and (retries is not None or window_minutes):
-        raise UsageError("--retries and --window are for cloud schedules.", "Drop them, or use --target sagemaker.")
+    scheduler.check(retries, window_minutes)
     if from_schedule:
         other = next((s for s in store.list_schedules() if s.name == source), None)
         if other is not None and other.target != target:
@@ -138,14 +145,7 @@ def create(
         options.pop("from_run")
         if api.INIT_CHANNEL in data:
             raise UsageError(f"--from uses the data channel {api.INIT_CHANNEL!r}; --data init=... clashes.")
-        if target == "local":
-            folder = pointer_folder(source)
-            folder.mkdir(parents=True, exist_ok=True)
-            data[api.INIT_CHANNEL] = str(folder)
-        else:
-            from orchestrator.backends.sagemaker import schedules as cloud
-
-            data[api.INIT_CHANNEL] = cloud.pointer_for(options, source) + "/"
+        data[api.INIT_CHANNEL] = scheduler.pointer(source, options)
     the_plan = api.plan(job, target=target, overrides=overrides, data=data, options=options)
     spec = {
         "params": the_plan.params,
@@ -170,10 +170,7 @@ def create(
         promote_metric=metric,
         promote_mode=mode,
     )
-    if target != "local":
-        from orchestrator.backends.sagemaker import schedules as cloud
-
-        schedule.cloud = cloud.create(schedule, the_plan)
+    schedule.cloud = scheduler.create(schedule, the_plan)
     store.insert_schedule(schedule)
     return store.get_schedule(name)
 
@@ -201,8 +198,7 @@ def show(name: str, *, now: float | None = None, runs: int = 5) -> ScheduleView:
 
     store = open_store()
     schedule = store.get_schedule(name)
-    if schedule.target != "local":
-        sync(store, names=[name])
+    sync(store, names=[name])  # the runs its cloud started, where the cloud fires it
     review(store, schedule)
     schedule = store.get_schedule(name)
     moment = _dt(now or time.time())
@@ -229,23 +225,17 @@ def resume(name: str, *, now: float | None = None) -> Schedule:
 def _set_status(name: str, status: str, now: float | None) -> Schedule:
     store = open_store()
     schedule = store.get_schedule(name)
-    if schedule.target != "local":
-        from orchestrator.backends.sagemaker import schedules as cloud
-
-        cloud.set_state(schedule, enabled=status == "active")
+    scheduler_for(schedule.target).set_state(schedule, enabled=status == "active")
     now = now if now is not None else time.time()
     store.update_schedule(name, status=status, updated_at=now, last_fire_at=max(now, schedule.last_fire_at or 0))
     return store.get_schedule(name)
 
 
 def delete(name: str) -> None:
-    """Delete the schedule (in AWS too); the runs it started stay."""
+    """Delete the schedule (outside the store too); the runs it started stay."""
     store = open_store()
     schedule = store.get_schedule(name)
-    if schedule.target != "local":
-        from orchestrator.backends.sagemaker import schedules as cloud
-
-        cloud.delete(schedule)
+    scheduler_for(schedule.target).delete(schedule)
     store.delete_schedule(name)
 
 
@@ -279,21 +269,18 @@ def update(name: str) -> UpdateResult:
     if package.sha256 == schedule.package_hash:
         return result
     spec = {**schedule.spec, "files": new, "job_dir": str(job.path)}
-    if schedule.target != "local":
-        from orchestrator.backends.sagemaker import schedules as cloud
-
-        the_plan = api.Plan(job, schedule.target, spec["params"], spec["data"], package, spec["options"])
-        cloud.replace_target(schedule, the_plan)
+    the_plan = api.Plan(job, schedule.target, spec["params"], spec["data"], package, spec["options"])
+    scheduler_for(schedule.target).replace_target(schedule, the_plan)
     store.update_schedule(name, package_hash=package.sha256, spec=spec, updated_at=time.time())
     result.schedule = store.get_schedule(name)
     return result
 
 
-# -- the local scheduler -------------------------------------------------------------------
+# -- the tick scheduler (targets whose schedules fire here) ------------------------------------
 
 
 def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
-    """Start one run of ``schedule`` with its pinned package (local target)."""
+    """Start one run of ``schedule`` with its pinned package."""
     from orchestrator import api, settings
     from orchestrator.jobs import find_job
     from orchestrator.packaging import Package
@@ -312,7 +299,7 @@ def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
 
 
 def tick(now: float | None = None, *, start=None) -> list[Decision]:
-    """Decide every active local schedule once at ``now``: start what is due, record skips.
+    """Decide every active schedule that fires here once at ``now``: start what is due, record skips.
 
     Safe to call from several processes: each fire time is claimed in the store first.
     ``start(store, schedule, due_at) -> Run`` starts a run (default ``fire``)."""
@@ -322,8 +309,8 @@ def tick(now: float | None = None, *, start=None) -> list[Decision]:
     now = now if now is not None else time.time()
     decisions: list[Decision] = []
     for schedule in store.list_schedules():
-        if schedule.target != "local":
-            continue  # EventBridge fires those; `dl runs --sync` and `dl schedule show` review them
+        if not fires_here(schedule.target):
+            continue  # their cloud fires those; `dl runs --sync` and `dl schedule show` review them
         review(store, schedule)
         if schedule.status != "active":
             continue
@@ -489,41 +476,37 @@ def promote(store: Store, schedule: Schedule, run: Run) -> Run:
 
 def _move_pointer(schedule: Schedule, run: Run) -> str:
     """Copy the run's best checkpoint to the schedule's fixed ``best`` location; return it."""
-    import shutil
-
     from orchestrator import api
-    from orchestrator.backends import get_backend
     from orchestrator.errors import ArtifactError
 
     found = [a for a in api.select_artifacts(get_backend(run.target).artifacts(run), "best") if a.kind == "checkpoint"]
     if not found:
         raise ArtifactError(f"Run {run.id} has no checkpoint.")
-    if run.target != "local":
-        from orchestrator.backends.sagemaker import schedules as cloud
-
-        return cloud.copy_to_pointer(schedule, run, found[0].location)
-    folder = pointer_folder(schedule.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".best.ckpt.tmp-{os.getpid()}"
-    shutil.copyfile(found[0].location, tmp)
-    os.replace(tmp, folder / "best.ckpt")
-    return str(folder / "best.ckpt")
+    return scheduler_for(schedule.target).copy_to_pointer(schedule, run, found[0].location)
 
 
 # -- cloud runs --------------------------------------------------------------------------------
 
 
 def sync(store: Store | None = None, *, names: list[str] | None = None) -> list[Run]:
-    """Import the runs EventBridge started for cloud schedules (found by their dl:schedule tag)."""
-    store = store or open_store()
-    wanted = [s for s in store.list_schedules() if s.target != "local" and (names is None or s.name in names)]
-    if not wanted and names is not None:
-        return []
-    from orchestrator.backends.sagemaker import schedules as cloud
+    """Import the runs that clouds started for their schedules (``names``: only those schedules;
+    without, every registered target whose schedules do not fire here is asked, so schedules
+    made on another machine are found too)."""
+    from orchestrator.backends import REGISTRY, supports
 
-    imported = cloud.discover(store, wanted)
-    for schedule in wanted:
-        review(store, schedule)
+    store = store or open_store()
+    schedules = store.list_schedules()
+    imported: list[Run] = []
+    for target in REGISTRY:
+        backend = get_backend(target)
+        if not supports(backend, Capability.SCHEDULES) or backend.scheduler().fires_here:
+            continue
+        wanted = [s for s in schedules if s.target == target and (names is None or s.name in names)]
+        if not wanted and names is not None:
+            continue
+        imported += backend.scheduler().discover(store, wanted)
+        for schedule in wanted:
+            review(store, schedule)
     return imported
 
 

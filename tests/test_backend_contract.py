@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator import api
 from orchestrator.backends import REGISTRY, TARGETS, Capability, capabilities, get_backend, public_state_keys
-from orchestrator.backends.base import FEATURES, Backend, require
+from orchestrator.backends.base import FEATURES, Backend, Scheduler, require
 from orchestrator.errors import BackendError, DlError
 from orchestrator.store import RunStatus, open_store
 from tests.conftest import REGION
@@ -91,6 +91,38 @@ def test_capabilities_are_exactly_the_features_whose_methods_it_has(target):
             wanted = [p for p in inspect.signature(getattr(feature, name)).parameters if p != "self"]
             accepted = inspect.signature(getattr(backend, name)).parameters
             assert all(p in accepted for p in wanted), f"{target}.{name} does not take {wanted}"
+
+
+@pytest.mark.parametrize("target", sorted(REGISTRY))
+def test_a_scheduler_implements_the_schedule_protocol(target):
+    from orchestrator import scheduling
+
+    backend = get_backend(target)
+    if Capability.SCHEDULES not in capabilities(backend):
+        with pytest.raises(BackendError, match="cannot run schedules"):
+            scheduling.scheduler_for(target)  # a target without schedules: one line, not a crash
+        return
+    scheduler = backend.scheduler()
+    assert isinstance(scheduler, Scheduler) and isinstance(scheduler.fires_here, bool)
+    for name, _ in inspect.getmembers(Scheduler, inspect.isfunction):
+        if not name.startswith("_"):
+            wanted = [p for p in inspect.signature(getattr(Scheduler, name)).parameters if p != "self"]
+            accepted = inspect.signature(getattr(scheduler, name)).parameters
+            assert all(p in accepted for p in wanted), f"{target} scheduler's {name} does not take {wanted}"
+
+
+def test_scheduling_names_no_target_and_imports_no_backend():
+    """The schedule logic every target shares reaches a target only through its Scheduler."""
+    import ast
+
+    import orchestrator.scheduling as scheduling
+
+    tree = ast.parse(Path(scheduling.__file__).read_text())
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not strings & set(TARGETS)
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m and any(m.startswith(f"orchestrator.backends.{t}") for t in TARGETS)]
 
 
 def test_a_capability_cannot_be_claimed_without_its_method():

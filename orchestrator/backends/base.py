@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from orchestrator.api import Plan
     from orchestrator.jobs import Job
     from orchestrator.packaging import Package
-    from orchestrator.store import Run, Store
+    from orchestrator.store import Run, Schedule, Store
 
 
 class Capability(StrEnum):
@@ -30,6 +31,7 @@ class Capability(StrEnum):
     RESUME = "resume"
     REFRESH_MANY = "refresh_many"
     READY = "ready"
+    SCHEDULES = "schedules"
 
 
 @dataclass
@@ -150,6 +152,51 @@ class SupportsReady(Protocol):
         anything is recorded. Unlike ``check`` it may look at the environment, but sends nothing."""
 
 
+@runtime_checkable
+class Scheduler(Protocol):
+    """One target's side of scheduled retraining; orchestrator/scheduling.py holds what all share
+    (the pinned package, the store's schedules and firings, promotion).
+
+    ``fires_here``: True when dl's own tick scheduler (`dl schedule run`) starts the runs on
+    this machine; False when the target's cloud fires them and ``discover`` imports them."""
+
+    fires_here: bool
+
+    def check(self, retries: int | None, window_minutes: int | None) -> None:
+        """UsageError when this target's schedules cannot take these firing options."""
+
+    def pointer(self, name: str, options: dict[str, object]) -> str:
+        """The data channel through which a run of this target reads schedule ``name``'s promoted
+        checkpoint (``--from SCHEDULE:best``); it exists (perhaps empty) once this returns."""
+
+    def create(self, schedule: Schedule, plan: Plan) -> dict:
+        """Create the schedule outside the store where the target needs it; return what the store
+        keeps about it (``schedule.cloud``). Nothing is created when this raises."""
+
+    def set_state(self, schedule: Schedule, *, enabled: bool) -> None:
+        """Pause or resume it outside the store."""
+
+    def replace_target(self, schedule: Schedule, plan: Plan) -> None:
+        """Make its firings launch ``plan`` (a new pinned package) from now on."""
+
+    def delete(self, schedule: Schedule) -> None:
+        """Delete it outside the store; one already gone is fine."""
+
+    def copy_to_pointer(self, schedule: Schedule, run: Run, location: str) -> str:
+        """Copy checkpoint ``location`` of ``run`` to the schedule's pointer (never a partial file
+        there); return where it now is."""
+
+    def discover(self, store: Store, schedules: list[Schedule]) -> list[Run]:
+        """Insert the runs the target started for ``schedules`` (or, given none, for schedules made
+        elsewhere) that the store does not know yet; return them."""
+
+
+@runtime_checkable
+class SupportsSchedules(Protocol):
+    def scheduler(self) -> Scheduler:
+        """This target's :class:`Scheduler`."""
+
+
 FEATURES: dict[Capability, type] = {
     Capability.STOP: SupportsStop,
     Capability.FOLLOW_LOGS: SupportsFollowLogs,
@@ -158,6 +205,7 @@ FEATURES: dict[Capability, type] = {
     Capability.RESUME: SupportsResume,
     Capability.REFRESH_MANY: SupportsRefreshMany,
     Capability.READY: SupportsReady,
+    Capability.SCHEDULES: SupportsSchedules,
 }
 
 _CANNOT = {
@@ -168,6 +216,7 @@ _CANNOT = {
     Capability.RESUME: "resume runs",
     Capability.REFRESH_MANY: "refresh many runs at once",
     Capability.READY: "check readiness",
+    Capability.SCHEDULES: "run schedules",
 }
 
 

@@ -84,7 +84,7 @@ def create(
         f" ({schedule.timezone}), package {schedule.package_hash[:12]}"
     )
     _print_next(scheduling.next_fire_times(schedule))
-    if schedule.target == "local":
+    if scheduling.fires_here(schedule.target):
         typer.echo("  Local schedules fire while `dl schedule run` runs (see `dl schedule install`).")
 
 

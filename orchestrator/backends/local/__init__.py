@@ -117,7 +117,7 @@ def check_data(data: dict[str, str]) -> None:
 
 
 class LocalBackend:
-    """Features: stop, follow logs, pull, smoke test, resume (base.py)."""
+    """Features: stop, follow logs, pull, smoke test, resume, schedules (base.py)."""
 
     name = "local"
     public_state_keys: tuple[str, ...] = ()
@@ -219,6 +219,11 @@ class LocalBackend:
                     continue
                 return
             time.sleep(poll)
+
+    def scheduler(self):
+        from orchestrator.backends.local.schedules import TickScheduler
+
+        return TickScheduler()
 
     def smoke_test(self, spec: LaunchSpec, workdir: Path) -> SmokeResult:
         from orchestrator.backends.local.smoke import smoke_test

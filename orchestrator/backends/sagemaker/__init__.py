@@ -185,7 +185,7 @@ def _clients(region: str | None, profile: str | None, environment: tuple):
 
 
 class SageMakerBackend:
-    """Features: stop, follow logs, pull, refresh many, ready (base.py). No resume: SageMaker
+    """Features: stop, follow logs, pull, refresh many, ready, schedules (base.py). No resume: SageMaker
     resumes spot interruptions itself; a stopped run continues as a new run (``--from``)."""
 
     name = "sagemaker"
@@ -213,6 +213,11 @@ class SageMakerBackend:
 
         cfg = settings_for(spec)
         choose(cfg.gpu or None, cfg.instance_type or None, nodes=int(spec.options.get("nodes") or 1))
+
+    def scheduler(self):
+        from orchestrator.backends.sagemaker.schedules import EventBridgeScheduler
+
+        return EventBridgeScheduler()
 
     def ready(self, spec: LaunchSpec) -> None:
         """Everything a real launch needs besides AWS itself: settings, and credentials to sign with."""

@@ -330,3 +330,34 @@ def _split(uri: str) -> tuple[str, str]:
 def _code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+class EventBridgeScheduler:
+    """The sagemaker target's Scheduler (base.Scheduler): EventBridge Scheduler fires the runs,
+    ``discover`` imports them; the module's functions above do the work."""
+
+    fires_here = False
+
+    def check(self, retries: int | None, window_minutes: int | None) -> None:
+        """EventBridge takes both: retries of a refused CreateTrainingJob, and a flexible window."""
+
+    def pointer(self, name: str, options: dict[str, object]) -> str:
+        return pointer_for(options, name) + "/"
+
+    def create(self, schedule: Schedule, plan: Plan) -> dict:
+        return create(schedule, plan)
+
+    def set_state(self, schedule: Schedule, *, enabled: bool) -> None:
+        set_state(schedule, enabled=enabled)
+
+    def replace_target(self, schedule: Schedule, plan: Plan) -> None:
+        replace_target(schedule, plan)
+
+    def delete(self, schedule: Schedule) -> None:
+        delete(schedule)
+
+    def copy_to_pointer(self, schedule: Schedule, run: Run, location: str) -> str:
+        return copy_to_pointer(schedule, run, location)
+
+    def discover(self, store: Store, schedules: list[Schedule]) -> list[Run]:
+        return discover(store, schedules)
