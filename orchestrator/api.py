@@ -109,11 +109,13 @@ def plan(
     overrides: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
     options: dict[str, object] | None = None,
+    allow_secrets: list[str] | None = None,
 ) -> Plan:
     """Validate everything and build the package; starts nothing.
 
     ``options`` are the backend's own choices (gpu, instance_type, nodes, spot, max_hours,
     volume_gb, image, framework_version, region, profile); None values mean "not given".
+    ``allow_secrets``: job-relative paths of secrets to package on purpose (``--allow-secret``).
     """
     from orchestrator.packaging import build_package
 
@@ -123,7 +125,7 @@ def plan(
     backend = get_backend(target)
     data = {name: str(Path(path).expanduser().resolve()) if "://" not in path else path
             for name, path in (data or {}).items()}  # fmt: skip
-    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb())
+    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow_secrets)
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if options.get("from_run"):
         if INIT_CHANNEL in data:

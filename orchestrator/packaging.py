@@ -6,6 +6,20 @@ Lightning the runtime needs. It is deterministic: the same tree gives the same
 bytes and so the same sha256, which names the package everywhere (the local
 cache, S3 keys, run records). Version control folders, caches, virtualenvs,
 ignored files and likely secrets never enter it.
+
+Secrets (see secretscan.py): a file or folder whose *name* marks it as one is left out and named
+(``Package.secrets``); a file whose *content* holds a credential refuses the whole package
+(PackageError naming the file, line and kind, never the secret). Either is let through only
+deliberately: a ``.dlignore`` negation (``!path``) or ``allow`` (``--allow-secret PATH``).
+
+Symbolic links: a link to a folder is left out (as ``os.walk`` and ``git add`` do not descend into
+one). A link to a file inside the job is packaged as the file it points at, after the name rules
+are applied to both the link and its target (``deploy.txt → .ssh/id_rsa`` is a secret) and the
+content scan to what it holds. A link that points outside the job folder is left out, as
+``rsync --safe-links`` ignores links that leave the tree: what it reaches is not the job's.
+
+The cache (``DL_HOME/packages/<sha256>.tar.gz``) is checked before use: a cached file whose bytes
+are not the package's (edited, truncated) is replaced, and ``Package.notes`` says so.
 """
 
 from __future__ import annotations
@@ -17,12 +31,15 @@ import io
 import json
 import os
 import re
+import signal
 import stat
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import ArtifactError, PackageError
+from orchestrator import secretscan
+from orchestrator.errors import ArtifactError, PackageError, UsageError
 from orchestrator.jobs import Job
 
 ENTRY_POINT = "dl_entry.py"
@@ -36,13 +53,8 @@ _SKIP_DIRS = {
     ".ipynb_checkpoints", ".tox", ".nox", "node_modules", ".venv", "venv", ".idea", ".vscode",
 }  # fmt: skip
 _SKIP_FILES = ("*.pyc", "*.pyo", ".DS_Store")
-_SECRET_DIRS = {".aws", ".ssh", ".gnupg", ".docker"}
-_SECRET_FILES = (
-    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_dsa*", "id_ecdsa*",
-    "id_ed25519*", "credentials", "credentials.*", ".netrc", ".pypirc", ".git-credentials",
-    "*.kdbx", "service-account*.json",
-)  # fmt: skip
-_NOT_SECRET = (".env.example", ".env.sample", ".env.template")
+_STALE_TMP_S = 3600  # a temporary file this old is a dead build's even if its pid was reused
+KILL_HOOK = "DL_TEST_KILL_AT"  # tests: "package-write" kills this process halfway through writing the cache
 
 
 @dataclass
@@ -61,6 +73,7 @@ class Package:
     files: list[PackagedFile]
     excluded: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each for the user (a repaired cache)
 
     @property
     def short_hash(self) -> str:
@@ -76,12 +89,6 @@ def _lightning_requirement() -> str:
         return "lightning>=2.4,<3"
 
 
-def _is_secret(name: str) -> bool:
-    if name in _NOT_SECRET:
-        return False
-    return any(fnmatch.fnmatch(name, pattern) for pattern in _SECRET_FILES)
-
-
 class _Ignores:
     """.gitignore/.dlignore rules from the job folder, its subfolders and its ancestors up to the repo root."""
 
@@ -90,7 +97,7 @@ class _Ignores:
 
         self._pathspec = pathspec
         self.root = root
-        self.specs: list[tuple[Path, object]] = []
+        self.specs: list[tuple[Path, str, object]] = []
         ancestors = []
         if not (root / ".git").exists():  # a job that is its own repository has no outer rules
             for folder in root.parents:
@@ -107,30 +114,56 @@ class _Ignores:
             path = folder / name
             if path.is_file():
                 lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-                self.specs.append((folder, self._pathspec.GitIgnoreSpec.from_lines(lines)))
+                self.specs.append((folder, name, self._pathspec.GitIgnoreSpec.from_lines(lines)))
 
     def enter(self, folder: Path) -> None:
         self._load(folder)
 
-    def ignored(self, path: Path, is_dir: bool) -> bool:
-        result = False
-        for base, spec in self.specs:
+    def _decisions(self, path: Path, is_dir: bool):
+        for base, source, spec in self.specs:
             try:
                 rel = path.relative_to(base).as_posix()
             except ValueError:
                 continue
             check = spec.check_file(rel + "/" if is_dir else rel)
             if check.include is not None:
-                result = check.include
+                yield source, check.include
+
+    def ignored(self, path: Path, is_dir: bool) -> bool:
+        result = False
+        for _, include in self._decisions(path, is_dir):
+            result = include
         return result
 
+    def negated(self, path: Path, is_dir: bool) -> bool:
+        """Whether the last rule that matches ``path`` is a ``.dlignore`` negation (``!path``)."""
+        last = None
+        for decision in self._decisions(path, is_dir):
+            last = decision
+        return last == (".dlignore", False)
 
-def _collect(job_dir: Path) -> tuple[list[tuple[str, Path]], list[str], list[str]]:
-    """Walk the job folder; return (arcname, path) pairs, excluded names, secret names."""
+
+@dataclass
+class _Files:
+    """What the walk found: files to package (``scan``: their content is still to be checked),
+    and the names left out (``excluded``) or held back as secrets (``secrets``)."""
+
+    keep: list[tuple[str, Path, bool]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+
+
+def _collect(job_dir: Path, allow: list[str]) -> _Files:
+    """Walk the job folder: sort every file into kept, excluded or secret (see the module docstring)."""
     ignores = _Ignores(job_dir)
-    keep: list[tuple[str, Path]] = []
-    excluded: list[str] = []
-    secrets: list[str] = []
+    root = job_dir.resolve()
+    allowed = set(allow)  # job-relative paths let through on purpose, folders included
+    found = _Files()
+
+    def let_through(rel: str, path: Path, is_dir: bool) -> bool:
+        parts = rel.split("/")
+        return any("/".join(parts[: i + 1]) in allowed for i in range(len(parts))) or ignores.negated(path, is_dir)
+
     for folder, dirs, files in os.walk(job_dir):
         here = Path(folder)
         ignores.enter(here)
@@ -138,12 +171,15 @@ def _collect(job_dir: Path) -> tuple[list[tuple[str, Path]], list[str], list[str
         for name in sorted(dirs):
             path = here / name
             rel = (rel_here / name).as_posix()
-            if name in _SECRET_DIRS:
-                secrets.append(rel + "/")
+            if secretscan.secret_dir(rel) and not path.is_symlink():
+                if let_through(rel, path, is_dir=True):
+                    allowed.add(rel)
+                    continue
+                found.secrets.append(rel + "/")
             elif name in _SKIP_DIRS or (path / "pyvenv.cfg").exists() or path.is_symlink():
-                excluded.append(rel + "/")
+                found.excluded.append(rel + "/")
             elif ignores.ignored(path, is_dir=True):
-                excluded.append(rel + "/")
+                found.excluded.append(rel + "/")
             else:
                 continue
             dirs.remove(name)
@@ -151,20 +187,49 @@ def _collect(job_dir: Path) -> tuple[list[tuple[str, Path]], list[str], list[str
         for name in sorted(files):
             path = here / name
             rel = (rel_here / name).as_posix()
-            if _is_secret(name):
-                secrets.append(rel)
-            elif any(fnmatch.fnmatch(name, p) for p in _SKIP_FILES) or ignores.ignored(path, is_dir=False):
-                excluded.append(rel)
-            elif not path.is_file() or (path.is_symlink() and not _inside(path, job_dir)):
-                excluded.append(rel)  # not a regular file, or a link out of the job (it may hold anything)
+            target = _link_target(path, root)  # None: not a link; "": a link out of the job (or broken)
+            if secretscan.secret_name(name) or (target and secretscan.secret_path(target)):
+                if not let_through(rel, path, is_dir=False):
+                    found.secrets.append(rel)
+                    continue
+            if any(fnmatch.fnmatch(name, p) for p in _SKIP_FILES) or ignores.ignored(path, is_dir=False):
+                found.excluded.append(rel)
+            elif target == "" or not path.is_file() or (target and set(target.split("/")[:-1]) & _SKIP_DIRS):
+                found.excluded.append(rel)  # not a regular file, a link out of the job, or into .git & co
             else:
-                keep.append((rel, path))
-    return keep, excluded, secrets
+                found.keep.append((rel, path, not let_through(rel, path, is_dir=False)))
+    return found
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    target = path.resolve()
-    return folder.resolve() in target.parents
+def _link_target(path: Path, root: Path) -> str | None:
+    """For a symbolic link, what it points at relative to the job folder (``root``, resolved), or ""
+    when that is outside the job, missing or a loop; None for anything that is not a link."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return ""
+    return target.relative_to(root).as_posix() if root in target.parents else ""
+
+
+def _allowed_paths(job_dir: Path, allow: list[str] | None) -> list[str]:
+    """``--allow-secret`` values as job-relative posix paths; each must name something in the job."""
+    out = []
+    for raw in allow or []:
+        given = Path(raw).expanduser()
+        path = given if given.is_absolute() else job_dir / given
+        try:
+            rel = path.absolute().relative_to(job_dir.absolute()).as_posix()
+        except ValueError:
+            rel = ""
+        if rel in ("", ".") or not (path.exists() or path.is_symlink()):
+            raise UsageError(
+                f"--allow-secret {raw}: there is no such file in the job folder {job_dir}.",
+                "Give the path as the refusal names it, relative to the job folder.",
+            )
+        out.append(rel)
+    return out
 
 
 def _merge_requirements(job_dir: Path) -> bytes:
@@ -215,18 +280,21 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, executable: bool = False)
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_package(job: Job, cache_dir: Path, max_mb: float) -> Package:
-    """Build (or find in ``cache_dir``) the package of ``job``.
+def build_package(job: Job, cache_dir: Path, max_mb: float, *, allow: list[str] | None = None) -> Package:
+    """Build the package of ``job`` and keep it in ``cache_dir`` as ``<sha256>.tar.gz``.
 
-    Raises PackageError when the files add up to more than ``max_mb``; the
-    message names the largest files.
+    ``allow``: paths (relative to the job folder, as refusals name them) of secrets to package on
+    purpose. Raises PackageError when the files add up to more than ``max_mb`` (naming the largest)
+    or when a file holds a credential (naming each file, line and kind, never the secret).
+    A cached file that is not byte for byte this package is replaced; a dead build's temporary
+    files in ``cache_dir`` are removed.
     """
-    keep, excluded, secrets = _collect(job.path)
+    found = _collect(job.path, _allowed_paths(job.path, allow))
     generated = {ENTRY_POINT, JOB_SPEC}
-    for rel, _ in keep:
+    for rel, _, _ in found.keep:
         if rel in generated:
             raise PackageError(f"{job.path / rel} clashes with a file dl adds to every package.", "Rename it.")
-    sizes = [(rel, path.stat().st_size) for rel, path in keep]
+    sizes = [(rel, path.stat().st_size) for rel, path, _ in found.keep]
     total = sum(size for _, size in sizes)
     if total > max_mb * 1024 * 1024:
         largest = sorted(sizes, key=lambda item: -item[1])[:5]
@@ -237,9 +305,14 @@ def build_package(job: Job, cache_dir: Path, max_mb: float) -> Package:
         )
 
     entries: dict[str, tuple[bytes, bool]] = {}
-    for rel, path in keep:
-        mode = path.stat().st_mode
-        entries[rel] = (path.read_bytes(), bool(mode & stat.S_IXUSR))
+    findings: list[secretscan.Finding] = []
+    for rel, path, scan in found.keep:
+        data = path.read_bytes()
+        if scan and (finding := secretscan.scan(data, rel)):
+            findings.append(finding)
+        entries[rel] = (data, bool(path.stat().st_mode & stat.S_IXUSR))
+    if findings:
+        raise _refusal(job, findings)
     entries[REQUIREMENTS] = (_merge_requirements(job.path), False)
     entries[ENTRY_POINT] = (_RUNTIME_SOURCE.read_bytes(), False)
     entries[JOB_SPEC] = (_job_spec(job), False)
@@ -252,15 +325,92 @@ def build_package(job: Job, cache_dir: Path, max_mb: float) -> Package:
                 _add(tar, name, data, executable)
     blob = raw.getvalue()
     digest = hashlib.sha256(blob).hexdigest()
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{digest}.tar.gz"
-    if not path.exists():
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+    path, notes = _store(cache_dir, digest, blob)
     files = [PackagedFile(name, len(entries[name][0])) for name in sorted(entries)]
-    return Package(path, digest, len(blob), files, sorted(excluded), sorted(secrets))
+    return Package(path, digest, len(blob), files, sorted(found.excluded), sorted(found.secrets), notes)
+
+
+def _refusal(job: Job, findings: list[secretscan.Finding]) -> PackageError:
+    shown = ", ".join(str(f) for f in findings[:5]) + (f" and {len(findings) - 5} more" if len(findings) > 5 else "")
+    first = findings[0].path
+    return PackageError(
+        f"Not packaging {job.name}: {shown} would be sent with the code.",
+        f"Move the secret out of the job folder (an environment variable, a data channel), or send it on"
+        f" purpose: add !{first} to {job.path / '.dlignore'} or pass --allow-secret {first}.",
+    )
+
+
+def cached_package(cache_dir: Path, sha256: str) -> Package | None:
+    """The package ``sha256`` from ``cache_dir`` if its bytes still hash to that name; None when it is
+    missing or damaged (edited, truncated). The file list is not read (``files`` is empty)."""
+    path = cache_dir / f"{sha256}.tar.gz"
+    try:
+        with open(path, "rb") as handle:
+            actual = hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+    return Package(path, sha256, path.stat().st_size, []) if actual == sha256 else None
+
+
+_TMP_NAME = re.compile(r"[0-9a-f]{64}\.tar\.tmp(\d+)")
+
+
+def _store(cache_dir: Path, digest: str, blob: bytes) -> tuple[Path, list[str]]:
+    """Put ``blob`` at ``cache_dir/<digest>.tar.gz`` (atomically: written to ``<digest>.tar.tmp<pid>``,
+    then renamed) unless the same bytes are already there. Returns the path and the notes for the user."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(cache_dir)
+    path = cache_dir / f"{digest}.tar.gz"
+    notes = []
+    try:
+        if path.stat().st_size == len(blob) and path.read_bytes() == blob:
+            return path, notes
+        notes.append(
+            f"The cached package {digest[:12]} in {cache_dir} was not what its name says (edited or cut"
+            " short); it was built again."
+        )
+    except FileNotFoundError:
+        pass
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    view = memoryview(blob)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(view[: len(blob) // 2])
+            if os.environ.get(KILL_HOOK) == "package-write":
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            handle.write(view[len(blob) // 2 :])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path, notes
+
+
+def _remove_leftovers(cache_dir: Path) -> None:
+    """Delete the temporary files of builds that died (their pid is gone) or that are over an hour
+    old (a dead build whose pid was reused); a live concurrent build's file stays."""
+    now = time.time()
+    for entry in os.scandir(cache_dir):
+        match = _TMP_NAME.fullmatch(entry.name)
+        if not match:
+            continue
+        try:
+            stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TMP_S
+            if stale or not _alive(int(match.group(1))):
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            pass  # its build finished (renamed it) or another cleaner was first
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def extract_package(archive: Path, dest: Path) -> None:

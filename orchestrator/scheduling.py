@@ -112,9 +112,11 @@ def create(
     retries: int | None = None,
     window_minutes: int | None = None,
     now: float | None = None,
+    allow_secrets: list[str] | None = None,
 ) -> Schedule:
     """Validate, build and pin the package, and create the schedule (outside the store too, where
-    the target keeps schedules: EventBridge for sagemaker)."""
+    the target keeps schedules: EventBridge for sagemaker). ``allow_secrets`` (``--allow-secret``) is
+    kept with the schedule: `dl schedule update` honours it."""
     from orchestrator import api
 
     _check_name(name)
@@ -146,7 +148,9 @@ def create(
         if api.INIT_CHANNEL in data:
             raise UsageError(f"--from uses the data channel {api.INIT_CHANNEL!r}; --data init=... clashes.")
         data[api.INIT_CHANNEL] = scheduler.pointer(source, options)
-    the_plan = api.plan(job, target=target, overrides=overrides, data=data, options=options)
+    the_plan = api.plan(
+        job, target=target, overrides=overrides, data=data, options=options, allow_secrets=allow_secrets
+    )
     spec = {
         "params": the_plan.params,
         "data": the_plan.data,
@@ -157,6 +161,7 @@ def create(
         "from_schedule": source if from_schedule else None,
         "retries": retries,
         "window_minutes": window_minutes,
+        "allow_secrets": list(allow_secrets or []),
     }
     schedule = Schedule(
         name=name,
@@ -260,7 +265,8 @@ def update(name: str) -> UpdateResult:
     store = open_store()
     schedule = store.get_schedule(name)
     job = find_job(schedule.spec.get("job_dir") or schedule.job)
-    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb())
+    allow = schedule.spec.get("allow_secrets")
+    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow)
     old, new = schedule.spec.get("files") or {}, package_files(package.path)
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
@@ -283,17 +289,20 @@ def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
     """Start one run of ``schedule`` with its pinned package."""
     from orchestrator import api, settings
     from orchestrator.jobs import find_job
-    from orchestrator.packaging import Package
+    from orchestrator.packaging import build_package, cached_package
 
-    path = settings.dl_home() / "packages" / f"{schedule.package_hash}.tar.gz"
-    if not path.is_file():
-        raise UsageError(
-            f"The package pinned by schedule {schedule.name} ({schedule.package_hash[:12]}) is gone.",
-            f"Repackage it: dl schedule update {schedule.name}",
-        )
     spec = schedule.spec
+    cache = settings.dl_home() / "packages"
+    package = cached_package(cache, schedule.package_hash)
     job = find_job(spec.get("job_dir") or schedule.job)
-    package = Package(path, schedule.package_hash, path.stat().st_size, [])
+    if package is None:  # gone or damaged: the job folder may still give the same bytes
+        package = build_package(job, cache, settings.max_package_mb(), allow=spec.get("allow_secrets"))
+        if package.sha256 != schedule.package_hash:
+            raise UsageError(
+                f"The package pinned by schedule {schedule.name} ({schedule.package_hash[:12]}) is gone or"
+                " damaged, and the job folder now packages differently.",
+                f"Repackage it: dl schedule update {schedule.name}",
+            )
     the_plan = api.Plan(job, schedule.target, dict(spec["params"]), dict(spec["data"]), package, dict(spec["options"]))
     return api.start(the_plan, name=api.new_run_id(schedule.name, now=due_at), schedule=schedule.name)
 

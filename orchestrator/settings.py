@@ -6,6 +6,7 @@ is the per-user data folder (``$XDG_DATA_HOME/dl`` or ``~/.local/share/dl``).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -26,12 +27,13 @@ def max_package_mb() -> float:
     raw = os.environ.get("DL_MAX_PACKAGE_MB", "")
     if not raw:
         return DEFAULT_MAX_PACKAGE_MB
+    hint = "Set it to a size in MB, e.g. 200."
     try:
         value = float(raw)
     except ValueError:
-        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} is not a number.", "Set it to a size in MB, e.g. 200.") from None
-    if value <= 0:
-        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} must be positive.", "Set it to a size in MB, e.g. 200.")
+        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} is not a number.", hint) from None
+    if not math.isfinite(value) or value <= 0:  # nan compares false with every limit: it would turn it off
+        raise UsageError(f"DL_MAX_PACKAGE_MB={raw!r} is not a size in MB (a number above 0).", hint)
     return value
 
 

@@ -92,6 +92,7 @@ def sweep(
     target: str | None = None,
     data: dict[str, str] | None = None,
     options: dict[str, object] | None = None,
+    allow_secrets: list[str] | None = None,
     on_launch: Callable[[Run], None] | None = None,
     poll: float = 0.5,
 ) -> tuple[str, list[Run]]:
@@ -102,7 +103,10 @@ def sweep(
     if parallel < 1:
         raise UsageError("--parallel must be at least 1.")
     points = grid_points(grid)
-    plans = [plan(job_name, target=target, overrides=point, data=data, options=options) for point in points]
+    plans = [
+        plan(job_name, target=target, overrides=point, data=data, options=options, allow_secrets=allow_secrets)
+        for point in points
+    ]
     sweep_id = new_run_id(f"{plans[0].job.name}-sweep")
     store = open_store()
     launched: list[Run] = []

@@ -103,6 +103,7 @@ def sweep(
     max_hours: float = options.MAX_HOURS,
     region: str = options.REGION,
     profile: str = options.PROFILE,
+    allow_secret: list[str] = options.ALLOW_SECRET,
 ) -> None:
     """Launch a grid of runs: every combination of the --set lists, under one sweep id.
 
@@ -135,7 +136,7 @@ def sweep(
     runs_seen: list = []
     sweep_id, runs = api.sweep(
         job, grid, parallel=parallel, target=chosen, data=api.parse_assignments(data, "--data"),
-        options=launch_options, on_launch=launched,
+        options=launch_options, allow_secrets=allow_secret, on_launch=launched,
     )  # fmt: skip
     typer.echo(f"Sweep {sweep_id}: all {len(runs)} runs launched.")
     if not wait:

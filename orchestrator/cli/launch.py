@@ -38,6 +38,7 @@ def launch(
         None, "--from", metavar="RUN[:best|:last]", help="Start from another run's checkpoint (weights)."
     ),
     from_optimizer: bool = options.FROM_OPTIMIZER,
+    allow_secret: list[str] = options.ALLOW_SECRET,
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
     detach: bool = typer.Option(False, "--detach", help="Return at once with the run id (the default)."),
@@ -76,11 +77,9 @@ def launch(
         overrides=api.parse_assignments(set_, "--set"),
         data=api.parse_assignments(data, "--data"),
         options=launch_options,
+        allow_secrets=allow_secret,
     )
-    if plan.package.secrets:
-        typer.secho(
-            f"Left out of the package (likely secrets): {', '.join(plan.package.secrets)}", fg="yellow", err=True
-        )
+    render.package_notes(plan.package)
     if dry_run:
         _dry_run(plan, smoke=not no_smoke, as_json=as_json)
         return
@@ -162,6 +161,7 @@ def _plan_json(plan: api.Plan, details: dict) -> dict:
             "files": [{"name": f.name, "size": f.size} for f in plan.package.files],
             "excluded": plan.package.excluded,
             "secrets_excluded": plan.package.secrets,
+            "notes": plan.package.notes,
         },
         **details,
     }

@@ -37,6 +37,9 @@ FRAMEWORK_VERSION = typer.Option(None, "--framework-version", metavar="VER", hel
 REGION = typer.Option(None, "--region", metavar="REGION", help="AWS region (default from config).")
 PROFILE = typer.Option(None, "--profile", metavar="NAME", help="AWS profile.")
 FROM_OPTIMIZER = typer.Option(False, "--from-optimizer", help="With --from: the optimizer state too.")
+ALLOW_SECRET = typer.Option(
+    None, "--allow-secret", metavar="PATH", help="Package this file that looks like a secret, on purpose; repeatable."
+)
 
 
 def choose_target(local: bool, target: str | None, **cloud: object) -> str | None:

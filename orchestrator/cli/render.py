@@ -91,3 +91,11 @@ def size(num: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{num} B"
+
+
+def package_notes(package) -> None:
+    """On stderr: the secrets left out of a package by their names, and anything repaired (a cache)."""
+    if package.secrets:
+        typer.secho(f"Left out of the package (likely secrets): {', '.join(package.secrets)}", fg="yellow", err=True)
+    for note in package.notes:
+        typer.secho(note, fg="yellow", err=True)

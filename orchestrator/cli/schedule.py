@@ -49,6 +49,7 @@ def create(
         None, "--from", metavar="RUN[:best]|SCHEDULE:best", help="Warm start; SCHEDULE:best = its best so far."
     ),
     from_optimizer: bool = options.FROM_OPTIMIZER,
+    allow_secret: list[str] = options.ALLOW_SECRET,
 ) -> None:
     """Create a schedule: package JOB once (pinned by hash) and launch it on every fire time.
 
@@ -75,6 +76,7 @@ def create(
         overrides=api.parse_assignments(set_, "--set"),
         data=api.parse_assignments(data, "--data"),
         options=launch_options,
+        allow_secrets=allow_secret,
         promote=promote_if,
         retries=retries,
         window_minutes=window,
