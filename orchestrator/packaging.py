@@ -214,21 +214,23 @@ def _link_target(path: Path, root: Path) -> str | None:
 
 
 def _allowed_paths(job_dir: Path, allow: list[str] | None) -> list[str]:
-    """``--allow-secret`` values as job-relative posix paths; each must name something in the job."""
+    """``--allow-secret`` values as job-relative posix paths. A value is relative to the job folder
+    (as refusals name files) or to the current folder, or absolute; it must name something in the job."""
     out = []
+    root = job_dir.absolute()
     for raw in allow or []:
         given = Path(raw).expanduser()
-        path = given if given.is_absolute() else job_dir / given
-        try:
-            rel = path.absolute().relative_to(job_dir.absolute()).as_posix()
-        except ValueError:
-            rel = ""
-        if rel in ("", ".") or not (path.exists() or path.is_symlink()):
+        candidates = [given] if given.is_absolute() else [root / given, Path.cwd() / given]
+        for path in candidates:
+            path = Path(os.path.normpath(path))
+            if root in path.parents and (path.exists() or path.is_symlink()):
+                out.append(path.relative_to(root).as_posix())
+                break
+        else:
             raise UsageError(
                 f"--allow-secret {raw}: there is no such file in the job folder {job_dir}.",
                 "Give the path as the refusal names it, relative to the job folder.",
             )
-        out.append(rel)
     return out
 
 

@@ -253,7 +253,7 @@ def test_a_dlignore_negation_lets_a_secret_through_by_name_and_by_content(tmp_pa
     assert package.secrets == [".pgpass"]
 
 
-def test_allow_names_the_secrets_to_send_and_must_name_a_file_of_the_job(tmp_path):
+def test_allow_names_the_secrets_to_send_and_must_name_a_file_of_the_job(tmp_path, monkeypatch):
     key_id, secret = aws_pair("allow")
     job_dir = write_job(tmp_path / "toy", {"conf/aws.py": f"K = '{key_id}'\nS = '{secret}'\n", ".npmrc": MARK})
     job = load_job(job_dir)
@@ -263,9 +263,26 @@ def test_allow_names_the_secrets_to_send_and_must_name_a_file_of_the_job(tmp_pat
 
     with pytest.raises(PackageError, match=r"conf/aws\.py:1"):
         build_package(job, tmp_path / "cache", 100, allow=[".npmrc"])  # one let through is not all
+    monkeypatch.chdir(tmp_path)  # a path from the current folder names the same file
+    package = build_package(job, tmp_path / "cache", 100, allow=["toy/conf/aws.py", "toy/.npmrc"])
+    assert {"conf/aws.py", ".npmrc"} <= set(members(package.path))
     with pytest.raises(UsageError, match=r"--allow-secret conf/typo\.py: there is no such file") as info:
         build_package(job, tmp_path / "cache", 100, allow=["conf/typo.py"])
     assert_one_line(info.value)
+
+
+def test_a_schedule_keeps_its_allowed_secrets_for_update_and_refuses_new_ones(dl_home, tmp_path):
+    key_id, secret = aws_pair("sched")
+    job = write_job(tmp_path / "toy", {"conf/aws.py": f"K = '{key_id}'\nS = '{secret}'\n"})
+    with pytest.raises(PackageError, match=r"conf/aws\.py:1"):
+        scheduling.create("nightly", str(job), expression="0 3 * * *", target="local")
+    scheduling.create("nightly", str(job), expression="0 3 * * *", target="local", allow_secrets=["conf/aws.py"])
+
+    (job / "model.py").write_text("class M:\n    v = 2\n")
+    assert scheduling.update("nightly").changed == ["model.py"]  # conf/aws.py is still let through
+    (job / "hub.py").write_text("TOKEN = 'hf_" + token(string.ascii_letters, 34, "s") + "'\n")
+    with pytest.raises(PackageError, match=r"hub\.py:1 \(a Hugging Face token\)"):
+        scheduling.update("nightly")
 
 
 # -- symbolic links --------------------------------------------------------------------------------
