@@ -22,6 +22,8 @@ from orchestrator.backends import REGISTRY, Capability, LaunchSpec, get_backend,
 from orchestrator.backends.base import Artifact, SmokeResult
 from orchestrator.errors import ArtifactError, UsageError
 from orchestrator.jobs import Job, find_job
+from orchestrator.options import LaunchOptions, check_accepted
+from orchestrator.options import parse_assignments as parse_assignments  # part of this API too
 from orchestrator.store import Run, RunStatus, Store, open_store
 
 if TYPE_CHECKING:
@@ -33,17 +35,6 @@ def default_target() -> str:
     from orchestrator.config import load_settings
 
     return load_settings().target
-
-
-def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
-    """``["a=1", "b=2"]`` → ``{"a": "1", "b": "2"}``; a missing '=' is a usage error."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{flag} {item!r} is not KEY=VALUE.", f"Example: {flag} lr=0.01")
-        out[key.strip()] = value
-    return out
 
 
 def new_run_id(job_name: str, now: float | None = None) -> str:
@@ -88,14 +79,21 @@ def git_info(path: Path) -> tuple[str | None, bool | None]:
 
 @dataclass
 class Plan:
-    """What a launch would do, before anything runs."""
+    """What a launch would do, before anything runs. ``options`` are resolved: the target chosen,
+    the channels absolute (a warm start among them as ``init``)."""
 
     job: Job
-    target: str
     params: dict[str, object]
-    data: dict[str, str]
     package: Package
-    options: dict[str, object] = field(default_factory=dict)
+    options: LaunchOptions
+
+    @property
+    def target(self) -> str:
+        return self.options.target
+
+    @property
+    def data(self) -> dict[str, str]:
+        return dict(self.options.data)
 
     @property
     def spec(self) -> LaunchSpec:
@@ -103,39 +101,34 @@ class Plan:
 
 
 def plan(
-    job_name: str,
-    *,
-    target: str | None = None,
-    overrides: dict[str, str] | None = None,
-    data: dict[str, str] | None = None,
-    options: dict[str, object] | None = None,
-    allow_secrets: list[str] | None = None,
+    job_name: str, *, overrides: dict[str, str] | None = None, options: LaunchOptions | None = None, **choices
 ) -> Plan:
     """Validate everything and build the package; starts nothing.
 
-    ``options`` are the backend's own choices (gpu, instance_type, nodes, spot, max_hours,
-    volume_gb, image, framework_version, region, profile); None values mean "not given".
-    ``allow_secrets``: job-relative paths of secrets to package on purpose (``--allow-secret``).
-    """
+    ``options``: where and how it runs; ``choices``: LaunchOptions fields on top of them
+    (``plan("mnist", target="local")``). A field the target does not take is a UsageError
+    naming its flag, before anything is built."""
     from orchestrator.packaging import build_package
 
-    target = target or default_target()
+    options = LaunchOptions.of(options, **choices)
+    target = options.target or default_target()
     job = find_job(job_name)
     params = job.resolve(overrides)
     backend = get_backend(target)
+    check_accepted(options, target, backend)
     data = {name: str(Path(path).expanduser().resolve()) if "://" not in path else path
-            for name, path in (data or {}).items()}  # fmt: skip
-    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow_secrets)
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    if options.get("from_run"):
+            for name, path in options.data.items()}  # fmt: skip
+    allow = list(options.allow_secrets) or None  # files that look like secrets, packaged on purpose
+    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow)
+    if options.from_run:
         if INIT_CHANNEL in data:
             raise UsageError(f"--from uses the data channel {INIT_CHANNEL!r}; --data {INIT_CHANNEL}=... clashes.")
-        data[INIT_CHANNEL] = warm_start_source(options.pop("from_run"), target)
-    if options.pop("from_optimizer", False):
+        data[INIT_CHANNEL] = warm_start_source(options.from_run, target)
+    if options.from_optimizer:
         if INIT_CHANNEL not in data:
             raise UsageError("--from-optimizer needs --from RUN.")
         params["init_optimizer"] = True
-    the_plan = Plan(job, target, params, data, package, options)
+    the_plan = Plan(job, params, package, options.with_(target=target, data=data, from_run=None, from_optimizer=False))
     backend.check(the_plan.spec)
     return the_plan
 
@@ -201,14 +194,14 @@ def describe(the_plan: Plan) -> dict:
 def launch(
     job_name: str,
     *,
-    target: str | None = None,
     overrides: dict[str, str] | None = None,
-    data: dict[str, str] | None = None,
-    options: dict[str, object] | None = None,
+    options: LaunchOptions | None = None,
     name: str | None = None,
+    **choices,
 ) -> Run:
-    """Validate, package and start a run; return it at once (Pending or InProgress)."""
-    return start(plan(job_name, target=target, overrides=overrides, data=data, options=options), name=name)
+    """Validate, package and start a run; return it at once (Pending or InProgress).
+    ``choices``: LaunchOptions fields (``launch("mnist", target="local", data={"train": "./d"})``)."""
+    return start(plan(job_name, overrides=overrides, options=options, **choices), name=name)
 
 
 def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = None, sweep: str | None = None) -> Run:

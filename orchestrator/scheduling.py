@@ -27,6 +27,7 @@ from orchestrator import cronexpr
 from orchestrator.backends import Capability, get_backend, require
 from orchestrator.backends.base import Scheduler
 from orchestrator.errors import DlError, UsageError
+from orchestrator.options import LaunchOptions
 from orchestrator.store import Run, RunStatus, Schedule, Store, open_store
 
 # Cloud runs are named NAME-<EventBridge execution id, 36 characters>, within SageMaker's 63.
@@ -104,19 +105,17 @@ def create(
     *,
     expression: str,
     timezone: str = "UTC",
-    target: str | None = None,
     overrides: dict[str, str] | None = None,
-    data: dict[str, str] | None = None,
-    options: dict[str, object] | None = None,
+    options: LaunchOptions | None = None,
     promote: str | None = None,
     retries: int | None = None,
     window_minutes: int | None = None,
     now: float | None = None,
-    allow_secrets: list[str] | None = None,
+    **choices,
 ) -> Schedule:
     """Validate, build and pin the package, and create the schedule (outside the store too, where
-    the target keeps schedules: EventBridge for sagemaker). ``allow_secrets`` (``--allow-secret``) is
-    kept with the schedule: `dl schedule update` honours it."""
+    the target keeps schedules: EventBridge for sagemaker). ``choices``: LaunchOptions fields on
+    top of ``options`` (``target="local"``)."""
     from orchestrator import api
 
     _check_name(name)
@@ -125,11 +124,11 @@ def create(
     store = open_store()
     if any(s.name == name for s in store.list_schedules()):
         raise UsageError(f"A schedule named {name!r} already exists.", f"Update it: dl schedule update {name}")
-    target = target or api.default_target()
+    options = LaunchOptions.of(options, **choices)
+    target = options.target or api.default_target()
     scheduler = scheduler_for(target)
-    options = dict(options or {})
-    data = dict(data or {})
-    from_ref = str(options.get("from_run") or "")
+    data = dict(options.data)
+    from_ref = options.from_run or ""
     source, _, which = from_ref.partition(":")
     from_schedule = bool(source) and (source == name or any(s.name == source for s in store.list_schedules()))
     scheduler.check(retries, window_minutes)
@@ -144,24 +143,20 @@ def create(
             raise UsageError(
                 f"--from {from_ref}: a schedule keeps only its best checkpoint.", f"Use --from {source}:best"
             )
-        options.pop("from_run")
         if api.INIT_CHANNEL in data:
             raise UsageError(f"--from uses the data channel {api.INIT_CHANNEL!r}; --data init=... clashes.")
         data[api.INIT_CHANNEL] = scheduler.pointer(source, options)
-    the_plan = api.plan(
-        job, target=target, overrides=overrides, data=data, options=options, allow_secrets=allow_secrets
-    )
+        options = options.with_(data=data, from_run=None)
+    the_plan = api.plan(job, overrides=overrides, options=options.with_(target=target))
     spec = {
         "params": the_plan.params,
-        "data": the_plan.data,
-        "options": the_plan.options,
+        "options": the_plan.options.to_json(),
         "overrides": overrides or {},
         "job_dir": str(the_plan.job.path),
         "files": package_files(the_plan.package.path),
         "from_schedule": source if from_schedule else None,
         "retries": retries,
         "window_minutes": window_minutes,
-        "allow_secrets": list(allow_secrets or []),
     }
     schedule = Schedule(
         name=name,
@@ -265,7 +260,7 @@ def update(name: str) -> UpdateResult:
     store = open_store()
     schedule = store.get_schedule(name)
     job = find_job(schedule.spec.get("job_dir") or schedule.job)
-    allow = schedule.spec.get("allow_secrets")
+    allow = list(LaunchOptions.from_json(schedule.spec["options"]).allow_secrets) or None
     package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow)
     old, new = schedule.spec.get("files") or {}, package_files(package.path)
     added = sorted(set(new) - set(old))
@@ -275,7 +270,7 @@ def update(name: str) -> UpdateResult:
     if package.sha256 == schedule.package_hash:
         return result
     spec = {**schedule.spec, "files": new, "job_dir": str(job.path)}
-    the_plan = api.Plan(job, schedule.target, spec["params"], spec["data"], package, spec["options"])
+    the_plan = api.Plan(job, spec["params"], package, LaunchOptions.from_json(spec["options"]))
     scheduler_for(schedule.target).replace_target(schedule, the_plan)
     store.update_schedule(name, package_hash=package.sha256, spec=spec, updated_at=time.time())
     result.schedule = store.get_schedule(name)
@@ -292,18 +287,19 @@ def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
     from orchestrator.packaging import build_package, cached_package
 
     spec = schedule.spec
+    options = LaunchOptions.from_json(spec["options"])
     cache = settings.dl_home() / "packages"
     package = cached_package(cache, schedule.package_hash)
     job = find_job(spec.get("job_dir") or schedule.job)
     if package is None:  # gone or damaged: the job folder may still give the same bytes
-        package = build_package(job, cache, settings.max_package_mb(), allow=spec.get("allow_secrets"))
+        package = build_package(job, cache, settings.max_package_mb(), allow=list(options.allow_secrets) or None)
         if package.sha256 != schedule.package_hash:
             raise UsageError(
                 f"The package pinned by schedule {schedule.name} ({schedule.package_hash[:12]}) is gone or"
                 " damaged, and the job folder now packages differently.",
                 f"Repackage it: dl schedule update {schedule.name}",
             )
-    the_plan = api.Plan(job, schedule.target, dict(spec["params"]), dict(spec["data"]), package, dict(spec["options"]))
+    the_plan = api.Plan(job, dict(spec["params"]), package, options)
     return api.start(the_plan, name=api.new_run_id(schedule.name, now=due_at), schedule=schedule.name)
 
 

@@ -181,6 +181,15 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN sweep TEXT;
     CREATE INDEX runs_sweep ON runs (sweep, created_at);
     """,
+    # 4: a schedule's launch options as versioned JSON (options.LaunchOptions.to_json): its target,
+    # channels and allowed secrets move into them beside the flags it was created with.
+    """
+    UPDATE schedules SET spec = json_set(json_remove(spec, '$.data', '$.allow_secrets'), '$.options', json_patch(
+        COALESCE(json_extract(spec, '$.options'), '{}'),
+        json_object('version', 1, 'target', target, 'data', json(COALESCE(json_extract(spec, '$.data'), '{}')),
+                    'allow_secrets', json(json_extract(spec, '$.allow_secrets')))
+    ));
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -533,7 +542,7 @@ class Store:
 class Schedule:
     """A recurring launch: the job, options and pinned package it was created with.
 
-    ``spec`` holds what a firing launches (params, data, options, job_dir); ``cloud`` what the
+    ``spec`` holds what a firing launches (params, options as LaunchOptions JSON, job_dir); ``cloud`` what the
     cloud target created (schedule ARN, group, region). ``status`` is active or paused."""
 
     name: str

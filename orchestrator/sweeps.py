@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.api import monitor_of, new_run_id, parse_assignments, plan, rank, refresh, start
+from orchestrator.api import monitor_of, new_run_id, plan, rank, refresh, start
 from orchestrator.errors import UsageError
+from orchestrator.options import LaunchOptions, parse_assignments
 from orchestrator.store import Run, open_store
 
 
@@ -89,24 +90,21 @@ def sweep(
     grid: dict[str, list[str]],
     *,
     parallel: int = 1,
-    target: str | None = None,
-    data: dict[str, str] | None = None,
-    options: dict[str, object] | None = None,
-    allow_secrets: list[str] | None = None,
+    options: LaunchOptions | None = None,
     on_launch: Callable[[Run], None] | None = None,
     poll: float = 0.5,
+    **choices,
 ) -> tuple[str, list[Run]]:
     """Launch one run per point of ``grid`` under one sweep id, at most ``parallel`` unfinished at once.
 
-    Every point is planned (validated and packaged) before the first run starts, so a bad value
-    starts nothing. Returns when the last run has been launched (it may still be running)."""
+    Every run gets the same launch ``options`` (``choices``: LaunchOptions fields on top). Every
+    point is planned (validated and packaged) before the first run starts, so a bad value starts
+    nothing. Returns when the last run has been launched (it may still be running)."""
     if parallel < 1:
         raise UsageError("--parallel must be at least 1.")
     points = grid_points(grid)
-    plans = [
-        plan(job_name, target=target, overrides=point, data=data, options=options, allow_secrets=allow_secrets)
-        for point in points
-    ]
+    options = LaunchOptions.of(options, **choices)
+    plans = [plan(job_name, overrides=point, options=options) for point in points]
     sweep_id = new_run_id(f"{plans[0].job.name}-sweep")
     store = open_store()
     launched: list[Run] = []

@@ -19,6 +19,7 @@ from orchestrator import api
 from orchestrator.backends import REGISTRY, TARGETS, Capability, capabilities, get_backend, public_state_keys
 from orchestrator.backends.base import FEATURES, Backend, Scheduler, require
 from orchestrator.errors import BackendError, DlError
+from orchestrator.options import COMMON, LaunchOptions
 from orchestrator.store import RunStatus, open_store
 from tests.conftest import REGION
 
@@ -30,7 +31,7 @@ class Harness:
     """How the tests drive one target: launch options, and bringing a started run to its end."""
 
     target: str
-    options: dict
+    options: LaunchOptions
     finish: object  # (run_id, workdir) -> None: the run has ended (Completed) when it returns
 
 
@@ -40,7 +41,7 @@ def local_harness(dl_home):
         ended = api.wait(run_id, timeout=300)
         assert ended.status is RunStatus.COMPLETED, ended.failure_reason
 
-    return Harness("local", {}, finish)
+    return Harness("local", LaunchOptions(), finish)
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def sagemaker_harness(aws, moto_endpoint):
         played = play_training_job(aws, run_id, workdir / "container", endpoint_url=moto_endpoint)
         assert played.returncode == 0, played.output
 
-    return Harness("sagemaker", {"gpu": "T4"}, finish)
+    return Harness("sagemaker", LaunchOptions(gpu="T4"), finish)
 
 
 HARNESSES = {"local": "local_harness", "sagemaker": "sagemaker_harness"}
@@ -73,6 +74,7 @@ def test_a_registered_backend_implements_the_core_protocol(target):
     assert isinstance(backend, Backend)
     assert backend.name == target and target in TARGETS
     assert public_state_keys(target) == tuple(backend.public_state_keys)
+    assert backend.accepted_options <= set(LaunchOptions.names()) - COMMON  # only real, backend-specific fields
     for name, _ in inspect.getmembers(Backend, inspect.isfunction):
         if not name.startswith("_"):
             assert callable(getattr(backend, name)), f"{target} lacks {name}"

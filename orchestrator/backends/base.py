@@ -16,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from orchestrator.options import LaunchOptions
+
 if TYPE_CHECKING:
     from orchestrator.api import Plan
     from orchestrator.jobs import Job
@@ -36,14 +38,15 @@ class Capability(StrEnum):
 
 @dataclass
 class LaunchSpec:
-    """Everything a backend needs to start a run, already validated."""
+    """Everything a backend needs to start a run, already validated. ``data``: the channels the
+    run sees; ``options``: the launch options, holding only fields the backend accepts (and the
+    target and channels), warm start already turned into the ``init`` channel."""
 
     job: Job
     package: Package
     params: dict[str, object]
     data: dict[str, str] = field(default_factory=dict)
-    # Backend-specific choices from flags (gpu, instance_type, nodes, spot, max_hours, ...).
-    options: dict[str, object] = field(default_factory=dict)
+    options: LaunchOptions = field(default_factory=LaunchOptions)
 
 
 @dataclass
@@ -74,6 +77,9 @@ class Backend(Protocol):
 
     name: str
     public_state_keys: tuple[str, ...]
+    # The LaunchOptions fields of its own it takes (besides options.COMMON); others are refused
+    # with a UsageError naming the flag before anything is packaged or recorded.
+    accepted_options: frozenset[str]
 
     def check(self, spec: LaunchSpec) -> None:
         """Raise a DlError when this backend cannot run ``spec`` (missing dependency, data, bad option).
@@ -165,7 +171,7 @@ class Scheduler(Protocol):
     def check(self, retries: int | None, window_minutes: int | None) -> None:
         """UsageError when this target's schedules cannot take these firing options."""
 
-    def pointer(self, name: str, options: dict[str, object]) -> str:
+    def pointer(self, name: str, options: LaunchOptions) -> str:
         """The data channel through which a run of this target reads schedule ``name``'s promoted
         checkpoint (``--from SCHEDULE:best``); it exists (perhaps empty) once this returns."""
 

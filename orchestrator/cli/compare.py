@@ -9,6 +9,7 @@ import typer
 from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
+from orchestrator.options import LaunchOptions
 
 
 @app.command(no_args_is_help=True)
@@ -87,6 +88,7 @@ def comparison_table(result, *, ranked: bool) -> str:
 
 
 @app.command(no_args_is_help=True, cls=OptionalGpuCommand)
+@options.launch_options()
 def sweep(
     job: str = typer.Argument(..., metavar="JOB", help="Job name or path to a job folder."),
     set_: list[str] = typer.Option(
@@ -94,16 +96,7 @@ def sweep(
     ),
     parallel: int = typer.Option(1, "--parallel", "-p", min=1, help="At most N runs unfinished at once."),
     wait: bool = typer.Option(False, "--wait", help="Wait for every run to end, then print the comparison."),
-    local: bool = typer.Option(False, "--local", help="Run on this machine."),
-    target: str = options.TARGET,
-    data: list[str] = options.DATA,
-    gpu: str = options.GPU,
-    instance_type: str = options.INSTANCE_TYPE,
-    spot: bool = options.SPOT,
-    max_hours: float = options.MAX_HOURS,
-    region: str = options.REGION,
-    profile: str = options.PROFILE,
-    allow_secret: list[str] = options.ALLOW_SECRET,
+    launch_options: LaunchOptions = None,
 ) -> None:
     """Launch a grid of runs: every combination of the --set lists, under one sweep id.
 
@@ -118,13 +111,10 @@ def sweep(
     """
     from orchestrator import api
 
-    chosen = options.choose_target(local, target, gpu=gpu, instance_type=instance_type)
     if not set_:
         raise UsageError("A sweep needs values to try.", f"Example: dl sweep {job} --set lr=0.1,0.01")
     grid = api.parse_grid(set_)
     size = len(api.grid_points(grid))
-    launch_options = {"gpu": gpu, "instance_type": instance_type, "spot": spot, "max_hours": max_hours,
-               "region": region, "profile": profile}  # fmt: skip
 
     def launched(run) -> None:
         if not runs_seen:
@@ -134,10 +124,7 @@ def sweep(
         typer.echo(f"Launched {run.id}  {varied}".rstrip())
 
     runs_seen: list = []
-    sweep_id, runs = api.sweep(
-        job, grid, parallel=parallel, target=chosen, data=api.parse_assignments(data, "--data"),
-        options=launch_options, allow_secrets=allow_secret, on_launch=launched,
-    )  # fmt: skip
+    sweep_id, runs = api.sweep(job, grid, parallel=parallel, options=launch_options, on_launch=launched)
     typer.echo(f"Sweep {sweep_id}: all {len(runs)} runs launched.")
     if not wait:
         typer.echo(f"  compare: dl compare --sweep {sweep_id}")

@@ -12,33 +12,18 @@ import typer
 from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
+from orchestrator.options import LaunchOptions, parse_assignments
 
 if TYPE_CHECKING:
     from orchestrator import api
 
 
 @app.command(no_args_is_help=True, cls=OptionalGpuCommand)
+@options.launch_options()
 def launch(
     job: str = typer.Argument(..., metavar="JOB", help="Job name (see `dl jobs`) or path to a job folder."),
-    local: bool = typer.Option(False, "--local", help="Run on this machine."),
-    target: str = options.TARGET,
     set_: list[str] = options.SET,
-    data: list[str] = options.DATA,
-    gpu: str = options.GPU,
-    instance_type: str = options.INSTANCE_TYPE,
-    nodes: int = options.NODES,
-    spot: bool = options.SPOT,
-    max_hours: float = options.MAX_HOURS,
-    volume_gb: int = options.VOLUME_GB,
-    image: str = options.IMAGE,
-    framework_version: str = options.FRAMEWORK_VERSION,
-    region: str = options.REGION,
-    profile: str = options.PROFILE,
-    from_run: str = typer.Option(
-        None, "--from", metavar="RUN[:best|:last]", help="Start from another run's checkpoint (weights)."
-    ),
-    from_optimizer: bool = options.FROM_OPTIMIZER,
-    allow_secret: list[str] = options.ALLOW_SECRET,
+    launch_options: LaunchOptions = None,
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
     detach: bool = typer.Option(False, "--detach", help="Return at once with the run id (the default)."),
@@ -65,20 +50,7 @@ def launch(
 
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
-    chosen = options.choose_target(local, target, gpu=gpu, instance_type=instance_type, nodes=nodes)
-    launch_options = {
-        "gpu": gpu, "instance_type": instance_type, "nodes": nodes, "spot": spot, "max_hours": max_hours,
-        "volume_gb": volume_gb, "image": image, "framework_version": framework_version, "region": region,
-        "profile": profile, "from_run": from_run, "from_optimizer": from_optimizer or None,
-    }  # fmt: skip
-    plan = api.plan(
-        job,
-        target=chosen,
-        overrides=api.parse_assignments(set_, "--set"),
-        data=api.parse_assignments(data, "--data"),
-        options=launch_options,
-        allow_secrets=allow_secret,
-    )
+    plan = api.plan(job, overrides=parse_assignments(set_, "--set"), options=launch_options)
     render.package_notes(plan.package)
     if dry_run:
         _dry_run(plan, smoke=not no_smoke, as_json=as_json)

@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli import app, options, render
 from orchestrator.cli.options import OptionalGpuCommand
+from orchestrator.options import LaunchOptions, parse_assignments
 
 schedule_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(schedule_app, name="schedule", help="Retrain on a cron or rate schedule, in AWS or on this machine.")
@@ -19,6 +20,10 @@ def _when(moment) -> str:
 
 
 @schedule_app.command(no_args_is_help=True, cls=OptionalGpuCommand)
+@options.launch_options(
+    local_help="Fire on this machine (`dl schedule run`).",
+    from_help=("RUN[:best]|SCHEDULE:best", "Warm start; SCHEDULE:best = its best so far."),
+)
 def create(
     name: str = typer.Argument(..., metavar="NAME", help="Schedule name (letters, digits, hyphens)."),
     job: str = typer.Option(..., "--job", "-j", metavar="JOB", help="Job name or folder."),
@@ -31,25 +36,8 @@ def create(
     ),
     retries: int = typer.Option(None, "--retries", min=0, max=185, help="Cloud: retry attempts if AWS cannot start."),
     window: int = typer.Option(None, "--window", min=1, max=1440, help="Cloud: flexible window, minutes."),
-    local: bool = typer.Option(False, "--local", help="Fire on this machine (`dl schedule run`)."),
-    target: str = options.TARGET,
     set_: list[str] = options.SET,
-    data: list[str] = options.DATA,
-    gpu: str = options.GPU,
-    instance_type: str = options.INSTANCE_TYPE,
-    nodes: int = options.NODES,
-    spot: bool = options.SPOT,
-    max_hours: float = options.MAX_HOURS,
-    volume_gb: int = options.VOLUME_GB,
-    image: str = options.IMAGE,
-    framework_version: str = options.FRAMEWORK_VERSION,
-    region: str = options.REGION,
-    profile: str = options.PROFILE,
-    from_run: str = typer.Option(
-        None, "--from", metavar="RUN[:best]|SCHEDULE:best", help="Warm start; SCHEDULE:best = its best so far."
-    ),
-    from_optimizer: bool = options.FROM_OPTIMIZER,
-    allow_secret: list[str] = options.ALLOW_SECRET,
+    launch_options: LaunchOptions = None,
 ) -> None:
     """Create a schedule: package JOB once (pinned by hash) and launch it on every fire time.
 
@@ -59,24 +47,15 @@ def create(
       dl schedule create nightly --job mnist --cron "rate(1 day)" --local --promote-if val_acc:max
       dl schedule create weekly --job mnist --cron "0 3 * * 1" --from weekly:best --promote-if val_acc:max
     """
-    from orchestrator import api, scheduling
+    from orchestrator import scheduling
 
-    chosen = options.choose_target(local, target, gpu=gpu, instance_type=instance_type, nodes=nodes)
-    launch_options = {
-        "gpu": gpu, "instance_type": instance_type, "nodes": nodes, "spot": spot, "max_hours": max_hours,
-        "volume_gb": volume_gb, "image": image, "framework_version": framework_version, "region": region,
-        "profile": profile, "from_run": from_run, "from_optimizer": from_optimizer or None,
-    }  # fmt: skip
     schedule = scheduling.create(
         name,
         job,
         expression=cron,
         timezone=tz,
-        target=chosen,
-        overrides=api.parse_assignments(set_, "--set"),
-        data=api.parse_assignments(data, "--data"),
+        overrides=parse_assignments(set_, "--set"),
         options=launch_options,
-        allow_secrets=allow_secret,
         promote=promote_if,
         retries=retries,
         window_minutes=window,
@@ -99,8 +78,9 @@ def _schedule_json(schedule, fires) -> dict:
 
     out = asdict(schedule)
     out.pop("spec")
-    out["params"], out["data"] = schedule.spec.get("params", {}), schedule.spec.get("data", {})
-    out["options"] = schedule.spec.get("options", {})
+    stored = LaunchOptions.from_json(schedule.spec["options"])
+    out["params"], out["data"] = schedule.spec.get("params", {}), dict(stored.data)
+    out["options"] = {k: v for k, v in stored.given().items() if k not in ("target", "data")}
     for key in ("created_at", "updated_at", "last_fire_at"):
         out[key] = render_iso(out[key])
     out["next_fires"] = [m.isoformat() for m in fires]

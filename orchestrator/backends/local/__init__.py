@@ -122,14 +122,9 @@ class LocalBackend:
     name = "local"
     public_state_keys: tuple[str, ...] = ()
 
+    accepted_options: frozenset[str] = frozenset()  # this machine: no choice of machine, image or limits
+
     def check(self, spec: LaunchSpec) -> None:
-        for option in ("gpu", "instance_type", "nodes", "image"):
-            if spec.options.get(option):
-                flag = "--" + option.replace("_", "-")
-                raise UsageError(
-                    f"{flag} is for the sagemaker target; local runs use this machine.",
-                    "Drop it, or add --target sagemaker.",
-                )
         check_data(spec.data)
         check_requirements(spec)
 

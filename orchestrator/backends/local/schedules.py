@@ -17,6 +17,7 @@ from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
     from orchestrator.api import Plan
+    from orchestrator.options import LaunchOptions
     from orchestrator.store import Run, Schedule, Store
 
 
@@ -36,7 +37,7 @@ class TickScheduler:
         if retries is not None or window_minutes:
             raise UsageError("--retries and --window are for cloud schedules.", "Drop them, or use --target sagemaker.")
 
-    def pointer(self, name: str, options: dict[str, object]) -> str:
+    def pointer(self, name: str, options: LaunchOptions) -> str:
         folder = pointer_folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         return str(folder)

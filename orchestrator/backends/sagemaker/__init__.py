@@ -37,7 +37,7 @@ _STATUS = {
 def settings_for(spec: LaunchSpec):
     from orchestrator.config import load_settings
 
-    return load_settings(cli=spec.options)
+    return load_settings(cli=spec.options.settings())
 
 
 def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
@@ -52,9 +52,9 @@ def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
     if not dry_run:
         require(cfg, "region", "bucket", "role_arn", purpose="the sagemaker target")
     region = cfg.region or "us-east-1"
-    nodes = int(spec.options.get("nodes") or 1)
+    nodes = spec.options.nodes or 1
     instance = choose(cfg.gpu or None, cfg.instance_type or None, nodes=nodes)
-    image = spec.options.get("image") or training_image(
+    image = spec.options.image or training_image(
         region,
         cfg.framework_version or DEFAULT_FRAMEWORK_VERSION,
         None,
@@ -193,6 +193,10 @@ class SageMakerBackend:
         "region", "instance_type", "nodes", "spot", "arn", "secondary_status", "price_per_hour",
         "billable_seconds", "training_seconds", "cost_usd", "spot_savings",
     )  # fmt: skip
+    accepted_options = frozenset(
+        {"gpu", "instance_type", "nodes", "spot", "max_hours", "volume_gb", "image", "framework_version",
+         "region", "profile"}
+    )  # fmt: skip
 
     def check(self, spec: LaunchSpec) -> None:
         for name, uri in spec.data.items():
@@ -212,7 +216,7 @@ class SageMakerBackend:
         from orchestrator.catalog import choose
 
         cfg = settings_for(spec)
-        choose(cfg.gpu or None, cfg.instance_type or None, nodes=int(spec.options.get("nodes") or 1))
+        choose(cfg.gpu or None, cfg.instance_type or None, nodes=spec.options.nodes or 1)
 
     def scheduler(self):
         from orchestrator.backends.sagemaker.schedules import EventBridgeScheduler

@@ -24,6 +24,7 @@ from orchestrator.store import Run, RunStatus, Schedule, Store
 
 if TYPE_CHECKING:
     from orchestrator.api import Plan
+    from orchestrator.options import LaunchOptions
 
 EXECUTION_ID = "<aws.scheduler.execution-id>"
 TARGET_ARN = "arn:aws:scheduler:::aws-sdk:sagemaker:createTrainingJob"
@@ -46,11 +47,11 @@ def pointer_uri(bucket: str, prefix: str, name: str) -> str:
                          gpus_per_node=0).s3("schedules", name, "best")  # fmt: skip
 
 
-def pointer_for(options: dict, name: str) -> str:
+def pointer_for(options: LaunchOptions, name: str) -> str:
     """The S3 prefix of schedule ``name``'s best pointer, from the settings these options resolve to."""
     from orchestrator.config import load_settings, require
 
-    cfg = load_settings(cli={k: v for k, v in options.items() if v is not None})
+    cfg = load_settings(cli=options.settings())
     require(cfg, "bucket", purpose="cloud schedules")
     return pointer_uri(cfg.bucket, cfg.prefix, name)
 
@@ -341,7 +342,7 @@ class EventBridgeScheduler:
     def check(self, retries: int | None, window_minutes: int | None) -> None:
         """EventBridge takes both: retries of a refused CreateTrainingJob, and a flexible window."""
 
-    def pointer(self, name: str, options: dict[str, object]) -> str:
+    def pointer(self, name: str, options: LaunchOptions) -> str:
         return pointer_for(options, name) + "/"
 
     def create(self, schedule: Schedule, plan: Plan) -> dict:
