@@ -27,8 +27,8 @@ folders below it that have none of their own (the nearest file wins; files are n
 Every value is checked: a bad one is a :class:`UsageError` naming where it came from.
 
 :func:`write_settings` edits dl.toml in place (``dl config set``, ``dl infra deploy``), changing
-only the keys it is given and keeping every other line and comment. Stdlib only: this module is
-imported on the CLI's hot path.
+only the keys it is given and keeping every other line and comment (through tomlkit, imported only
+then). Otherwise stdlib only: this module is imported on the CLI's hot path.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from pathlib import Path
 
 from orchestrator.backends import TARGETS
 from orchestrator.errors import UsageError
-from orchestrator.tomledit import atomic_write, edit
 
 FILE_NAME = "dl.toml"
 SECTIONS = ("aws", "defaults", "tags")
@@ -493,20 +492,14 @@ def write_settings(
         return path  # nothing to remove from a file that does not exist
     text = path.read_bytes().decode("utf-8") if exists else ""
     before = _parse(path, text) if exists else {}
-    newline = "\r\n" if "\r\n" in text else "\n"
-    lines = text.splitlines(keepends=True) or ["# dl project settings: see `dl config`." + newline]
+    new_text = _edited(path, text, updates)
     expected = {section: dict(table) for section, table in before.items() if isinstance(table, dict)}
     for section, table in updates.items():
         for key, value in table.items():
-            split_key(f"{section}.{key}")
-            if value is not None:
-                _check_document(path, {section: {key: value}})  # the value on its own: type, range
-            lines = edit(lines, section, key, value, newline)
             if value is None:
                 expected.get(section, {}).pop(key, None)
             else:
                 expected.setdefault(section, {})[key] = value
-    new_text = "".join(lines)
     try:
         after = _parse(path, new_text)
     except UsageError:
@@ -518,3 +511,66 @@ def write_settings(
     _check_document(path, after)  # the whole file, so a write never leaves a dl.toml that fails to load
     atomic_write(path, new_text)
     return path
+
+
+def _edited(path: Path, text: str, updates: Mapping[str, Mapping[str, object]]) -> str:
+    """``text`` with the updates applied through tomlkit, which keeps every other line, comment and
+    the file's line endings. A section set with dotted keys (``aws.bucket = ...``) is refused."""
+    import tomlkit  # ~15 ms: only when a file is written
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        doc = tomlkit.parse(text) if text else tomlkit.document()
+    except TOMLKitError as exc:
+        raise UsageError(f"{path} is not valid TOML ({exc}).", "Fix it by hand, then run the command again.") from None
+    if not text:
+        doc.add(tomlkit.comment("dl project settings: see `dl config`."))
+    for section, table in updates.items():
+        for key, value in table.items():
+            split_key(f"{section}.{key}")
+            if value is not None:
+                _check_document(path, {section: {key: value}})  # the value on its own: type, range
+            current = doc.get(section)
+            if current is None:
+                if value is None:
+                    continue
+                doc[section] = current = tomlkit.table()
+            if not isinstance(current, dict) or getattr(current, "is_super_table", lambda: False)():
+                raise UsageError(
+                    f"Cannot update {path} safely: it sets these keys in a form dl does not edit.", "Edit it by hand."
+                )
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+    out = doc.as_string()
+    if "\r\n" in text:  # tomlkit writes new lines with \n: keep a CRLF file CRLF throughout
+        out = re.sub(r"(?<!\r)\n", "\r\n", out)
+    return out
+
+
+def toml_value(value: object) -> str:
+    """``value`` as TOML writes it (``true``, ``8``, ``"text"``), for messages."""
+    import tomlkit
+
+    return tomlkit.item(value).as_string()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once: a temporary file beside it, fsynced, then renamed over
+    (keeping the file's mode), so a reader never sees half of it."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -482,3 +482,14 @@ def test_dl_config_runs_as_a_real_command(project):
     out = subprocess.run([sys.executable, "-m", "orchestrator", "config", "--json"], capture_output=True, text=True,
                          env=env, cwd=project, check=True)  # fmt: skip
     assert json.loads(out.stdout)["region"] == "eu-west-1"
+
+
+def test_dl_config_set_keeps_every_comment_and_edits_a_value_on_several_lines(project):
+    # tomlkit edits the document itself: a value that spans lines (which the old line editor refused)
+    # is replaced like any other, and every comment and blank line around it stays.
+    text = EXAMPLE.replace('bucket = "acme-dl"', 'bucket = """\nacme-dl"""  # multi-line')
+    path = write(project / "dl.toml", text)
+    assert load_settings().bucket == "acme-dl"  # TOML drops the newline after the opening quotes
+    result = invoke("config", "set", "aws.bucket", "acme-dl-3")
+    assert result.exit_code == 0, result.output
+    assert path.read_text() == EXAMPLE.replace('bucket = "acme-dl"', 'bucket = "acme-dl-3"  # multi-line')

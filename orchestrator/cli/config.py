@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from orchestrator.cli import app, render
-from orchestrator.tomledit import toml_value
 
 if TYPE_CHECKING:
     from orchestrator import config
@@ -103,7 +102,7 @@ def set_(
 
     section, name, parsed = config.coerce(key, value)
     path = config.write_settings({section: {name: parsed}})
-    typer.echo(f"Set {section}.{name} = {toml_value(parsed)} in {path}")
+    typer.echo(f"Set {section}.{name} = {config.toml_value(parsed)} in {path}")
     if section != "tags":
         source = config.load_settings().sources[name]
         if not source.startswith(config.FILE_NAME):
