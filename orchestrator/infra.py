@@ -14,13 +14,12 @@ Promises: a plan that is not applied is discarded with :func:`discard` and leave
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
 from orchestrator import config
@@ -96,19 +95,11 @@ def name_prefix(stack_name: str) -> str:
 
 
 def dlc_account(region: str) -> str:
-    """The account that publishes AWS's PyTorch training images in ``region``, from sagemaker-core's
-    image tables, read as a file (importing the SDK takes over a second); 763104351884, where
-    most regions have them, when the tables are not installed or do not know the region."""
-    try:
-        path = metadata.distribution("sagemaker-core").locate_file("sagemaker/core/image_uri_config/pytorch.json")
-        versions = json.loads(Path(str(path)).read_text(encoding="utf-8"))["training"]["versions"]
-    except (metadata.PackageNotFoundError, OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_DLC_ACCOUNT
-    for spec in reversed(list(versions.values())):  # newest versions last in the file
-        account = spec.get("registries", {}).get(region) if isinstance(spec, dict) else None
-        if account:
-            return account
-    return DEFAULT_DLC_ACCOUNT
+    """The account that publishes AWS's PyTorch training images in ``region``, from dl's image table
+    (images.py); 763104351884, where most regions have them, for a region the table does not know."""
+    from orchestrator.backends.sagemaker.images import registry_account
+
+    return registry_account(region) or DEFAULT_DLC_ACCOUNT
 
 
 # -- deploy --------------------------------------------------------------------------------

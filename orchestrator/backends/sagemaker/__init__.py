@@ -43,7 +43,6 @@ def settings_for(spec: LaunchSpec):
 def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
     """Settings + catalog + image tables → where the run goes. With ``dry_run``, missing
     bucket/role become visible placeholders instead of errors."""
-    from orchestrator import settings as dl_settings
     from orchestrator.backends.sagemaker.images import DEFAULT_FRAMEWORK_VERSION, training_image
     from orchestrator.catalog import choose
     from orchestrator.config import require
@@ -60,7 +59,6 @@ def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
         None,
         instance.gpus > 0,
         instance.type,
-        dl_settings.dl_home() / "cache",
     )
     return req.Placement(
         region=region,

@@ -1,24 +1,22 @@
 """Which container a SageMaker run trains in: AWS's PyTorch training Deep Learning Container.
 
-The image URI comes from the SageMaker SDK's own tables
-(``sagemaker.core.image_uris.retrieve``, package ``sagemaker-core``), which know each
-version's tags and each region's registry account. The lookup is offline: no network,
-no AWS credentials. Importing the SDK costs about 1.3 s (it pulls in boto3, pandas and
-pydantic), so it happens only inside ``training_image`` on a cache miss; resolved URIs
-are kept in ``<cache_dir>/image-uris.json`` and a repeat launch reads that file instead.
+The image URI comes from ``orchestrator/data/images.json``, a table generated from the SageMaker
+SDK's own tables (sagemaker-core's ``image_uris``) by ``python -m
+orchestrator.backends.sagemaker.image_table``, which checks that it reproduces the SDK's answer
+for every version, Python, processor and region it holds. The lookup is offline (no network, no
+AWS credentials) and reads a few kilobytes of JSON: no SDK, no cache.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import tempfile
-from pathlib import Path
+from importlib import resources
 
 from orchestrator.errors import UsageError
 
 # Lightning 2.6.6 (what trainjobs pin) requires torch >=2.1,<4.0, so every 2.x image in
-# the SDK's tables can run it; we take the newest one they know. In sagemaker-core 2.27.0
+# the table can run it; we take the newest one. In sagemaker-core 2.27.0 (the table's source)
 # the newest PyTorch training images are 2.7.1 (py312), 2.8.0 (py312), 2.9.0 (py312) and
 # 2.10.0, which is built for py313 only. Lightning 2.6.6 supports Python 3.10-3.13.
 # The full version (not the "2.10" alias) makes the tag name the exact release:
@@ -26,98 +24,63 @@ from orchestrator.errors import UsageError
 DEFAULT_FRAMEWORK_VERSION = "2.10.0"
 DEFAULT_PY_VERSION = "py313"
 
-CACHE_FILE = "image-uris.json"
-_CACHE_SCHEMA = 1
 
-
-def training_image(
-    region: str,
-    framework_version: str,
-    py_version: str | None,
-    gpu: bool,
-    instance_type: str,
-    cache_dir: Path,
-) -> str:
+def training_image(region: str, framework_version: str, py_version: str | None, gpu: bool, instance_type: str) -> str:
     """The ECR URI of the PyTorch training image for this region, version and processor.
 
     ``py_version=None`` takes the newest Python the version's images are built for
     (py313 for the default 2.10.0). ``gpu`` must agree with ``instance_type`` (ml.g*/ml.p*
-    types are GPU types): the cache is keyed by (region, version, py_version, cpu/gpu).
+    types are GPU types).
 
     An unknown version, region or Python version raises UsageError listing what exists.
-    Never touches the network. A cache that cannot be read or written is ignored.
+    Never touches the network; imports nothing heavy.
     """
     if _is_gpu_type(instance_type) != gpu:
         raise ValueError(f"gpu={gpu} does not match instance type {instance_type!r}")
-    if py_version is None and framework_version == DEFAULT_FRAMEWORK_VERSION:
-        py_version = DEFAULT_PY_VERSION
-    key = "|".join((region, framework_version, py_version or "newest", "gpu" if gpu else "cpu"))
-    path = Path(cache_dir) / CACHE_FILE
-    cached = _read_cache(path).get(key)
-    if isinstance(cached, str) and cached:
-        return cached
-    uri = _retrieve(region, framework_version, py_version, instance_type)
-    _write_cache(path, key, uri)
-    return uri
+    table = _table()
+    full = table["aliases"].get(framework_version, framework_version)
+    spec = table["versions"].get(full)
+    if spec is None:
+        raise UsageError(
+            f"No SageMaker PyTorch training image for framework version '{framework_version}'.",
+            f"Supported versions include {', '.join(supported_versions()[-4:])} "
+            f"(the default is {DEFAULT_FRAMEWORK_VERSION}), or pass --image URI.",
+        )
+    pythons = spec["py_versions"]
+    if py_version is None:
+        py_version = pythons[-1]
+    if py_version not in pythons:
+        raise UsageError(
+            f"PyTorch {framework_version} training images are built for {', '.join(pythons)}, not {py_version}.",
+            "Leave the Python version unset to get the right one.",
+        )
+    if region not in table["registries"] or region in spec["without"]:
+        raise UsageError(
+            f"No PyTorch {framework_version} training image in region '{region}'.",
+            "Use an AWS region name such as us-east-1, us-west-2 or eu-west-1, or pass --image URI.",
+        )
+    return uri_from(table, region, framework_version, py_version, "gpu" if gpu else "cpu")
+
+
+def uri_from(table: dict, region: str, version: str, py_version: str, processor: str) -> str:
+    """The URI as the SDK formats it: ``HOST/REPOSITORY:VERSION-PROCESSOR-PY`` (an alias stays in the tag)."""
+    return f"{table['registries'][region]}/{table['repository']}:{version}-{processor}-{py_version}"
 
 
 def supported_versions() -> list[str]:
-    """PyTorch versions (x.y.z) that have SageMaker training images, oldest first. Imports the SDK."""
-    from sagemaker.core import image_uris
-
-    versions = [v for v in image_uris.list_versions("pytorch", "training") if v.count(".") == 2]
-    return sorted(versions, key=_version_key)
+    """PyTorch versions (x.y.z) that have SageMaker training images in the table, oldest first."""
+    return sorted(_table()["versions"], key=_version_key)
 
 
-def _retrieve(region: str, version: str, py_version: str | None, instance_type: str) -> str:
-    try:
-        from sagemaker.core import image_uris  # ~1.3 s; only on a cache miss
-    except ImportError:
-        from orchestrator.errors import BackendError
-
-        raise BackendError(
-            "Resolving the training image needs sagemaker-core, which is not installed here.",
-            "Install it: pip install -e '.[aws]', or pass --image URI.",
-        ) from None
-
-    try:
-        if py_version is None:
-            py_version = image_uris.list_py_versions("pytorch", version, "training")[-1]
-        return image_uris.retrieve(
-            framework="pytorch",
-            region=region,
-            version=version,
-            py_version=py_version,
-            instance_type=instance_type,
-            image_scope="training",
-        )
-    except (ValueError, IndexError) as exc:
-        raise _explain(exc, region, version, py_version) from None
+def registry_account(region: str) -> str | None:
+    """The account that publishes the PyTorch training images in ``region``; None for a region the table lacks."""
+    host = _table()["registries"].get(region)
+    return host.split(".", 1)[0] if host else None
 
 
-def _explain(exc: Exception, region: str, version: str, py_version: str | None) -> UsageError:
-    """Turn the SDK's long ValueError into one line saying what exists."""
-    from sagemaker.core import image_uris
-
-    if version not in image_uris.list_versions("pytorch", "training"):
-        return UsageError(
-            f"No SageMaker PyTorch training image for framework version '{version}'.",
-            f"Supported versions include {', '.join(supported_versions()[-4:])} "
-            f"(the default is {DEFAULT_FRAMEWORK_VERSION}).",
-        )
-    pythons = image_uris.list_py_versions("pytorch", version, "training")
-    if py_version not in pythons:
-        return UsageError(
-            f"PyTorch {version} training images are built for {', '.join(pythons) or 'no Python'}, not {py_version}.",
-            "Leave the Python version unset to get the right one.",
-        )
-    if "region" in str(exc):
-        return UsageError(
-            f"No PyTorch {version} training image in region '{region}'.",
-            "Use an AWS region name such as us-east-1, us-west-2 or eu-west-1.",
-        )
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return UsageError(f"Cannot resolve the PyTorch {version} training image: {first}")
+@functools.cache
+def _table() -> dict:
+    return json.loads(resources.files("orchestrator.data").joinpath("images.json").read_text(encoding="utf-8"))
 
 
 def _is_gpu_type(instance_type: str) -> bool:
@@ -128,30 +91,3 @@ def _is_gpu_type(instance_type: str) -> bool:
 
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
-
-
-def _read_cache(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("schema") != _CACHE_SCHEMA or not isinstance(data.get("uris"), dict):
-        return {}
-    return data["uris"]
-
-
-def _write_cache(path: Path, key: str, uri: str) -> None:
-    """Add one entry: write a temporary file beside the cache, then rename it over (atomic)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uris = {**_read_cache(path), key: uri}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"schema": _CACHE_SCHEMA, "uris": uris}, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
-        pass  # the cache only saves time; the next launch resolves again
