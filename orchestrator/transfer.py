@@ -8,10 +8,10 @@
   leaves the part, and the next one continues it with a ranged GET (``If-Match`` the same
   ETag, kept in ``.<name>.etag``) instead of starting over (objects under ``RESUMABLE`` bytes
   simply start over);
-- a GET that fails outright (5xx, throttling) is retried by botocore (a DirectS3 hands it
-  over); a body that breaks off mid-object is continued from the byte it reached: at once while
-  the attempts bring new bytes, with a growing pause when they do not, and given up after
-  ``ATTEMPTS`` in a row that bring nothing;
+- a GET that fails outright (5xx, throttling) is retried by botocore; a body that breaks off
+  mid-object is continued from the byte it reached: at once while the attempts bring new
+  bytes, with a growing pause when they do not, and given up after ``ATTEMPTS`` in a row that
+  bring nothing;
 - a finished object is checked before it is renamed into place: its size; its bytes against
   S3's own checksum (the full-object checksum checked while a whole-object GET streams, or
   else the MD5 of a single-part ETag); and the caller's own check, e.g. that a checkpoint is a
@@ -57,6 +57,7 @@ CHUNK = 256 * 1024
 WRITE = 128 * 1024
 ATTEMPTS = 6  # attempts in a row that bring no new byte before an object is given up
 SAVE_EVERY = 0.5  # seconds between manifest saves while a pull runs (and one at its end)
+WORKERS = 8  # objects fetched at once (the S3 client's connection pool is sized to match: aws._config)
 RESUMABLE = 8 * 1024 * 1024  # smaller objects start over rather than keep an ETag marker beside their part
 
 
@@ -189,15 +190,14 @@ class _Book:
         self._saved, self._dirty = time.monotonic(), False
 
 
-def download_all(client, transfers: list[Transfer], root: Path, *, workers: int = 8, progress=None) -> Report:
+def download_all(client, transfers: list[Transfer], root: Path, *, workers: int = WORKERS, progress=None) -> Report:
     """Fetch ``transfers`` (destinations under ``root``); skip those already there and unchanged.
 
-    ``client`` is a botocore S3 client (or anything with its ``get_object``, such as a DirectS3),
-    or a function that makes one: it is called only when something needs fetching. Objects go
-    largest first. An object that fails (corrupt, gone, unreachable) does not stop the others;
-    the first failure is raised once they are done, and each object finished by then is in place
-    and in the manifest. Ctrl-C stops every object at its next chunk, keeping its part for the
-    next pull.
+    ``client`` is a botocore S3 client (or anything with its ``get_object``), or a function that
+    makes one: it is called only when something needs fetching. Objects go largest first. An
+    object that fails (corrupt, gone, unreachable) does not stop the others; the first failure
+    is raised once they are done, and each object finished by then is in place and in the
+    manifest. Ctrl-C stops every object at its next chunk, keeping its part for the next pull.
     """
     manifest = load_manifest(root)
     report = Report()
@@ -411,11 +411,8 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
 
 
 def _checksummed(body) -> bool:
-    """Whether the body is checked against the object's full checksum at its end (botocore's, or a
-    DirectS3's, raise FlexibleChecksumError on a mismatch); S3 sends one for whole-object GETs of
-    objects that have one."""
-    if hasattr(body, "checksummed"):
-        return body.checksummed
+    """Whether the body is checked against the object's full checksum at its end (botocore's raises
+    FlexibleChecksumError on a mismatch); S3 sends one for whole-object GETs of objects that have one."""
     from botocore.httpchecksum import StreamingChecksumBody
 
     return isinstance(body, StreamingChecksumBody)

@@ -62,9 +62,11 @@ class Seen:
 
     @property
     def agent(self) -> str:
-        """Who made the request: "dl" (orchestrator/backends/sagemaker/s3direct.py) or "botocore"."""
+        """Who made the request: "dl" (dl's botocore clients, whose User-Agent carries "app/dl":
+        orchestrator/backends/sagemaker/aws.py), "botocore" (another botocore client, such as a
+        test's own), or the User-Agent itself."""
         agent = next((v for k, v in self.headers.items() if k.lower() == "user-agent"), "")
-        return "dl" if agent.startswith("dl ") else "botocore" if "Botocore/" in agent else agent
+        return "dl" if " app/dl" in agent else "botocore" if "Botocore/" in agent else agent
 
 
 @dataclass

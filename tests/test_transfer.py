@@ -389,13 +389,12 @@ def test_dry_run_lists_sources_and_destinations_and_transfers_nothing(faults, s3
     assert not dest.exists()
 
 
-# -- the requests: direct, and botocore's for anything else -----------------------------------------
-# A pull lists and GETs through s3direct.py (User-Agent "dl botocore/..."), signed and sent with
-# the botocore client's own credentials, endpoint and HTTP session; anything but the plain answer
-# goes to the botocore client (User-Agent "Botocore/...").
+# -- the requests: dl's botocore client, and nothing else ------------------------------------------
+# A pull lists and GETs through the S3 client aws.py makes (User-Agent "Botocore/... app/dl"):
+# botocore signs, retries and explains. The fault proxy sees every request, retries included.
 
 
-def test_a_pull_lists_and_gets_directly(faults, s3, tmp_path):
+def test_a_pull_lists_and_gets_through_dls_client(faults, s3, tmp_path):
     objects = small_checkpoints(6)
     cloud_run(s3, objects)
     dest = tmp_path / "pulled"
@@ -424,13 +423,15 @@ def pull_three(faults, s3, tmp_path) -> list:
     return made
 
 
-def test_with_dl_s3_direct_0_every_request_is_botocore_s(faults, s3, tmp_path, monkeypatch):
-    monkeypatch.setenv("DL_S3_DIRECT", "0")
+def test_a_pull_makes_one_listing_and_one_get_per_object_and_nothing_else(faults, s3, tmp_path):
     made = pull_three(faults, s3, tmp_path)
-    assert {r.agent for r in made} == {"botocore"}
+    every = faults.requests("GET") + faults.requests("HEAD")
+    assert {r.agent for r in every} == {"dl"} and sum(faults.counts().values()) == len(every)
+    # Beside the HEADs that look for the model and output archives (this run has none): nothing.
+    assert [r for r in every if r.method == "GET"] == made
 
 
-def test_direct_requests_carry_temporary_credentials_session_token(faults, s3, tmp_path, monkeypatch):
+def test_pull_requests_carry_temporary_credentials_session_token(faults, s3, tmp_path, monkeypatch):
     """Credentials from STS, SSO or a role come with a session token; a request signed without it
     is refused by S3. (moto accepts any token: what is checked is that it is sent, and signed.)"""
     monkeypatch.setenv("AWS_SESSION_TOKEN", "FQoGZXIvYXdzEXAMPLETOKEN")
@@ -442,35 +443,36 @@ def test_direct_requests_carry_temporary_credentials_session_token(faults, s3, t
         assert "x-amz-security-token" in headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
 
 
-def test_a_direct_get_that_fails_is_made_again_by_botocore(faults, s3, tmp_path):
+def test_a_get_that_fails_is_made_again_by_botocore(faults, s3, tmp_path):
     body = checkpoint(b"weights" * 3000)
     cloud_run(s3, {"best.ckpt": body}, model=False)
     faults.fail(1, gets("/checkpoints/best.ckpt"), status=503)
     dest = tmp_path / "pulled"
     pull("--to", str(dest))
     got = faults.requests("GET", "/checkpoints/best.ckpt")
-    assert [(r.agent, r.status) for r in got] == [("dl", 503), ("botocore", 200)]
+    assert [(r.agent, r.status) for r in got] == [("dl", 503), ("dl", 200)]  # botocore's retry, seen
     assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
 
 
-def test_after_a_403_the_bucket_is_left_to_botocore(faults, s3):
-    """A status about the whole bucket (403, 400, a redirect to its region) is botocore's to
-    handle and to explain, for this request and the ones after it."""
+def test_a_403_is_botocores_error_to_explain_and_the_next_object_still_comes(faults, s3):
+    """A status about the whole bucket (403, 400, a redirect to its region) is not retried: it is
+    botocore's error, which aws.translate turns into a message; the next request is made as usual."""
     from orchestrator.backends.sagemaker.aws import Aws
 
     etags = {}
     for name in ("one.bin", "two.bin"):
         etags[name] = s3.put_object(Bucket=BUCKET, Key=f"dl/{name}", Body=name.encode() * 100)["ETag"]
-    direct = Aws(REGION).s3()
+    client = Aws(REGION).client("s3")
     faults.fail(1, gets("/dl/one.bin"), status=403)
-    for name in ("one.bin", "two.bin"):
-        answer = direct.get_object(Bucket=BUCKET, Key=f"dl/{name}", IfMatch=etags[name])
-        assert answer["Body"].read() == name.encode() * 100
+    with pytest.raises(Exception, match="403|AccessDenied|Forbidden"):
+        client.get_object(Bucket=BUCKET, Key="dl/one.bin", IfMatch=etags["one.bin"])
+    answer = client.get_object(Bucket=BUCKET, Key="dl/two.bin", IfMatch=etags["two.bin"])
+    assert answer["Body"].read() == b"two.bin" * 100
     seen = [(r.path.rsplit("/", 1)[1], r.agent, r.status) for r in faults.requests("GET", ".bin")]
-    assert seen == [("one.bin", "dl", 403), ("one.bin", "botocore", 200), ("two.bin", "botocore", 200)]
+    assert seen == [("one.bin", "dl", 403), ("two.bin", "dl", 200)]
 
 
-def test_keys_that_need_escaping_are_listed_and_fetched_directly(faults, s3, tmp_path):
+def test_keys_that_need_escaping_are_listed_and_fetched(faults, s3, tmp_path):
     names = ["a b.ckpt", "plus+sign.ckpt", "percent%41.ckpt", "üñï €.ckpt", "eq=1,x;y&z.ckpt", "t~'q'(1).ckpt"]
     objects = {name: checkpoint(name.encode() * 500) for name in names}
     cloud_run(s3, objects, model=False)

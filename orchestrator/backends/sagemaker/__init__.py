@@ -171,7 +171,7 @@ def _aws(run_or_region, profile: str | None = None):
 
 _AWS_ENVIRONMENT = (
     "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "DL_S3_DIRECT",
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS",
 )  # fmt: skip
 
 
@@ -469,8 +469,9 @@ class SageMakerBackend:
             transfers.append(Transfer(bucket, key, size, etag, item.dest, item.verify))
         total = sum(t.size for t in transfers)
         with translate(f"pulling {run.id}"):
-            # The listing's S3 client and DirectS3 (one per region and profile), made before this.
-            return download_all(lambda: _aws(run).s3(), transfers, root, progress=Progress(total, enabled=progress))
+            # The listing's S3 client (one per region and profile), made before this.
+            s3 = lambda: _aws(run).client("s3")  # noqa: E731
+            return download_all(s3, transfers, root, progress=Progress(total, enabled=progress))
 
 
 def _split(uri: str) -> tuple[str, str]:

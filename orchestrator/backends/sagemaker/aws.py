@@ -1,5 +1,4 @@
-"""The module of the sagemaker backend that talks to AWS (botocore and boto3, imported lazily);
-s3direct.py makes `dl pull`'s plain S3 requests for it, with this module's client.
+"""The module of the sagemaker backend that talks to AWS (botocore and boto3, imported lazily).
 
 Clients come from a plain botocore session: boto3's session costs about 0.1 s more to import
 and to make an S3 client, which every `dl pull`, `dl runs --sync` and `dl launch` would pay.
@@ -69,6 +68,8 @@ def has_credentials(region: str | None, profile: str | None) -> None:
 def _config(service: str):
     from botocore.config import Config
 
+    from orchestrator.transfer import WORKERS
+
     # Retries back off on throttling and 5xx before an error reaches the user: adaptive for the
     # control-plane APIs; standard for S3, where adaptive mode would slow a whole parallel pull
     # after a single SlowDown. A retry mode or attempt count set the standard way
@@ -78,7 +79,14 @@ def _config(service: str):
         retries["mode"] = "standard" if service == "s3" else "adaptive"
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         retries["max_attempts"] = 8
-    return Config(retries=retries, connect_timeout=10, read_timeout=60)
+    # "app/dl" in every request's User-Agent (AWS's user_agent_appid). S3: a connection per pull
+    # worker kept in the pool (and two for the listing and HEADs beside them); full-object
+    # checksums of whole-object GETs checked while they stream (botocore's default, named
+    # here because the pull relies on it: transfer._checksummed).
+    extra = {}
+    if service == "s3":
+        extra = {"max_pool_connections": WORKERS + 2, "response_checksum_validation": "when_supported"}
+    return Config(retries=retries, connect_timeout=10, read_timeout=60, user_agent_appid="dl", **extra)
 
 
 @dataclass
@@ -104,19 +112,6 @@ class Aws:
         if service not in self._clients:
             self._clients[service] = self._session.create_client(service, config=_config(service))
         return self._clients[service]
-
-    def s3(self):
-        """For listings and GETs of many objects (`dl pull`): a DirectS3 over the S3 client, which
-        makes the plain requests without botocore's per-request cost (s3direct.py), or the client
-        itself where that does not apply (no credentials, or DL_S3_DIRECT=0)."""
-        if "s3-direct" not in self._clients:
-            from orchestrator.backends.sagemaker.s3direct import DirectS3
-
-            client, direct = self.client("s3"), None
-            if os.environ.get("DL_S3_DIRECT", "1") != "0":
-                direct = DirectS3.for_client(client, self._session.get_credentials())
-            self._clients["s3-direct"] = direct or client
-        return self._clients["s3-direct"]
 
     # -- S3 ----------------------------------------------------------------------------
 
@@ -159,10 +154,6 @@ class Aws:
         prefix = prefix.rstrip("/") + "/"
         found: list[ObjectInfo] = []
         with translate(f"listing s3://{bucket}/{prefix}"):
-            s3 = self.s3()
-            listed = s3.list(bucket, prefix) if s3 is not self.client("s3") else None
-            if listed is not None:
-                return [ObjectInfo(*item) for item in listed]
             for page in self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     found.append(ObjectInfo(item["Key"], item["Size"], item["ETag"].strip('"')))
