@@ -82,10 +82,16 @@ def _config(service: str):
     # "app/dl" in every request's User-Agent (AWS's user_agent_appid). S3: a connection per pull
     # worker kept in the pool (and two for the listing and HEADs beside them); full-object
     # checksums of whole-object GETs checked while they stream (botocore's default, named
-    # here because the pull relies on it: transfer._checksummed).
+    # here because the pull relies on it: transfer._checksummed); no validation of the
+    # parameters dl itself builds against the service model, ~0.25 of botocore's ~1.9 ms of CPU
+    # per small GET here (bench/README.md, "Pull speed", 2026-12-01).
     extra = {}
     if service == "s3":
-        extra = {"max_pool_connections": WORKERS + 2, "response_checksum_validation": "when_supported"}
+        extra = {
+            "max_pool_connections": WORKERS + 2,
+            "response_checksum_validation": "when_supported",
+            "parameter_validation": False,
+        }
     return Config(retries=retries, connect_timeout=10, read_timeout=60, user_agent_appid="dl", **extra)
 
 
