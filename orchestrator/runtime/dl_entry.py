@@ -12,7 +12,12 @@ LightningModule and LightningDataModule from ``dl_job.json``, and trains with:
   that does not load is named, set aside, and the previous good one is used;
 - per-epoch metrics in ``<SM_OUTPUT_DATA_DIR>/metrics.csv`` and one log line per epoch;
 - the final weights and hyperparameters in ``<SM_MODEL_DIR>/model.ckpt``;
-- SIGTERM (``dl stop``, SageMaker's StopTrainingJob): save ``last.ckpt``, exit 143;
+- SIGTERM (``dl stop``, SageMaker's StopTrainingJob): save ``last.ckpt``, exit 143; once
+  training has finished, a SIGTERM waits until the model is written, then the exit is 0;
+- ``<SM_OUTPUT_DATA_DIR>/summary.json``, written atomically after the model, says that training
+  finished: whoever finds it knows the run completed;
+- resumed from a checkpoint that had already reached max_epochs: no epoch runs, and the model
+  and final metrics stay those of the finished training (from summary.json, else metrics.csv);
 - on error: ``<output>/failure`` holds one line (type, message, where), exit 1.
 
 It depends on nothing from dl itself: only the standard library, torch and lightning.
@@ -219,6 +224,7 @@ def _callbacks(spec: dict, contract: Contract):
             self.path = contract.output_data_dir / "metrics.csv"
             self.rows = _read_rows(self.path)
             self.started = time.time()
+            self.trained = 0  # epochs this process trained
 
         def on_train_epoch_end(self, trainer, pl_module):
             if trainer.sanity_checking:
@@ -229,12 +235,14 @@ def _callbacks(spec: dict, contract: Contract):
             row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
             self.rows = [r for r in self.rows if int(r["epoch"]) < trainer.current_epoch] + [row]
             _write_rows(self.path, self.rows)
+            self.trained += 1
             shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
             took = time.time() - self.started
             print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({took:.1f}s)", flush=True)
             self.started = time.time()
 
-    return best, ([best] if monitor else []) + [last, SaveOnStop(), EpochMetrics()]
+    epochs = EpochMetrics()
+    return best, epochs, ([best] if monitor else []) + [last, SaveOnStop(), epochs]
 
 
 def _atomic_checkpoint_io(contract: Contract, monitor: str | None):
@@ -387,7 +395,7 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
 
     L.seed_everything(values["seed"], workers=True, verbose=False)
     model, data = build(spec, values, contract)
-    checkpoint, callbacks = _callbacks(spec, contract)
+    checkpoint, epochs, callbacks = _callbacks(spec, contract)
     resume = None if values["fast_dev_run"] else resume_checkpoint(contract.checkpoint_dir)
     init = warm_start_checkpoint(contract)
     if init is not None and resume is None:  # a run that resumes itself continues its own state
@@ -413,9 +421,16 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
     )
     if resume is not None:
         print(f"dl: resuming from {resume}", flush=True)
+    finished = _StopAfterTraining()  # installed before fit: Lightning calls it too, and restores it after
     trainer.fit(model, datamodule=data, ckpt_path=str(resume) if resume else None)
+    finished.training_done = True
+    _test_fault("after-fit")
 
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    if resume is not None and epochs.trained == 0:
+        # The checkpoint had already reached max_epochs: the finished training's metrics stand.
+        final = _finished_metrics(contract) or final
+        print("dl: training had already reached max_epochs; keeping its model and final metrics", flush=True)
     summary = {
         "final": final,
         "epochs": trainer.current_epoch,
@@ -428,10 +443,74 @@ def train(spec: dict, values: dict, contract: Contract) -> dict:
         contract.model_dir.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(contract.model_dir / "model.ckpt", weights_only=True)
         described = {"job": spec["name"], "model": spec["model"], "params": values, "metrics": final}
-        (contract.model_dir / "dl_model.json").write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
-        contract.output_data_dir.mkdir(parents=True, exist_ok=True)
-        (contract.output_data_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        _write_json(contract.model_dir / "dl_model.json", described)
+        _write_json(contract.output_data_dir / "summary.json", summary)  # last: training finished
     return summary
+
+
+class _StopAfterTraining:
+    """The SIGTERM handler of the trainer: during training Lightning's own handler (which calls
+    this one too) stops at the next batch; once training is done the stop waits for the model."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.training_done = False
+        signal.signal(signal.SIGTERM, self)
+
+    def __call__(self, signum, frame) -> None:
+        if self.training_done:
+            print("dl: stop requested after training finished; writing the model first", flush=True)
+
+
+def _finished_metrics(contract: Contract) -> dict:
+    """The final metrics of training that had finished: summary.json's, else metrics.csv's last row."""
+    try:
+        final = json.loads((contract.output_data_dir / "summary.json").read_text()).get("final")
+        if final:
+            return final
+    except (OSError, ValueError, AttributeError):
+        pass
+    rows = _read_rows(contract.output_data_dir / "metrics.csv")
+    out = {}
+    for key, value in (rows[-1] if rows else {}).items():
+        if key not in ("epoch", "step") and value not in (None, ""):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` whole or not at all (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _test_fault(point: str) -> None:
+    """Test-only fault injection, as orchestrator/faults.py describes (DL_TEST_FAULT=POINT:ACTION);
+    a copy, since the runtime imports nothing from dl. Does nothing unless the variable names ``point``."""
+    import signal
+
+    spec = os.environ.get("DL_TEST_FAULT", "")
+    name, _, action = spec.partition(":")
+    if not spec or name != point:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "interrupt":
+        os.kill(os.getpid(), signal.SIGINT)
+    elif action == "pause":
+        barrier = Path(os.environ["DL_TEST_FAULT_DIR"]) / point
+        barrier.write_text(str(os.getpid()))
+        while barrier.exists():
+            time.sleep(0.02)
 
 
 def _failure_line(exc: BaseException) -> str:
