@@ -72,7 +72,7 @@ def populate(home: Path, count: int) -> None:
         elif target == "sagemaker":
             state = {"job_arn": f"arn:aws:sagemaker:eu-west-1:123456789012:training-job/{run_id}"}
         else:
-            state = {"pid": rng.randrange(2000, 60000), "pid_start": rng.randrange(10**6)}
+            state = {"pid": rng.randrange(2000, 60000), "pid_created": rng.uniform(1.7e9, 1.8e9)}
         runs.append(
             Run(
                 id=run_id,

@@ -149,11 +149,7 @@ def resume(run_id: str) -> tuple[Run, bool]:
         return run, False
     if not run.status.is_terminal:
         raise UsageError(f"Run {run.id} is still {run.status.value}.", f"Stop it first: dl stop {run.id}")
-    attempts = int(run.backend_state.get("attempts", 1)) + 1
-    # Forget the old processes first, so nobody takes the restarted run for a dead one.
-    store.merge_backend_state(run.id, attempts=attempts, stop_requested=False, pid=None, pid_start=None)
-    store.mark_resumed(run.id)
-    backend.resume(store, store.get(run.id))
+    backend.resume(store, run)  # checks the run can resume, then restarts it (see LocalBackend.resume)
     return store.get(run.id), True
 
 
@@ -207,6 +203,8 @@ def launch(
 def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = None, sweep: str | None = None) -> Run:
     """Start the run that ``the_plan`` describes (``schedule``: the schedule firing it;
     ``sweep``: the sweep it belongs to)."""
+    from orchestrator.faults import fault
+
     store = open_store()
     run_id = _valid_run_name(name) if name else new_run_id(the_plan.job.name)
     if store.exists(run_id):
@@ -214,6 +212,8 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
     backend = get_backend(the_plan.target)
     if supports(backend, Capability.READY):
         backend.ready(the_plan.spec)  # settings and credentials, before anything is recorded
+    # The backend claims the id (the local run folder) and says what the row starts with.
+    state = backend.reserve(store, run_id) if supports(backend, Capability.RESERVE) else {}
     commit, dirty = git_info(the_plan.job.path)
     run = Run(
         id=run_id,
@@ -229,12 +229,18 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
         job_dir=str(the_plan.job.path),
         schedule=schedule,
         sweep=sweep,
+        backend_state=state,
     )
     store.insert(run)
+    fault("after-insert")
     try:
         backend.submit(store, run, the_plan.spec)
     except BaseException as exc:
-        store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {exc}")
+        # Once the backend has handed the run to its own process, that process records the
+        # outcome: an interrupt here (Ctrl-C) must not call a running run Failed.
+        if not store.get(run.id).backend_state.get("handed_over"):
+            why = "the launch was interrupted." if isinstance(exc, KeyboardInterrupt) else str(exc)
+            store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {why}")
         raise
     return store.get(run.id)
 

@@ -33,6 +33,7 @@ class Capability(StrEnum):
     RESUME = "resume"
     REFRESH_MANY = "refresh_many"
     READY = "ready"
+    RESERVE = "reserve"
     SCHEDULES = "schedules"
 
 
@@ -142,7 +143,9 @@ class SupportsSmokeTest(Protocol):
 class SupportsResume(Protocol):
     def resume(self, store: Store, run: Run) -> None:
         """Start a Failed or Stopped run again with its own package, parameters and checkpoint
-        folder (the caller has already marked it resumed); return at once."""
+        folder; return at once. First a DlError when it cannot resume (nothing changed); then
+        the backend resets what it keeps about the run's processes, marks it resumed
+        (``store.mark_resumed``) and starts it."""
 
 
 @runtime_checkable
@@ -156,6 +159,14 @@ class SupportsReady(Protocol):
     def ready(self, spec: LaunchSpec) -> None:
         """Raise a DlError when a real launch cannot go ahead (settings, credentials), before
         anything is recorded. Unlike ``check`` it may look at the environment, but sends nothing."""
+
+
+@runtime_checkable
+class SupportsReserve(Protocol):
+    def reserve(self, store: Store, run_id: str) -> dict:
+        """Claim ``run_id`` where the backend keeps runs (the local run folder) before the run is
+        recorded; a DlError when it is taken there. Returns the backend state the run's row
+        starts with."""
 
 
 @runtime_checkable
@@ -211,6 +222,7 @@ FEATURES: dict[Capability, type] = {
     Capability.RESUME: SupportsResume,
     Capability.REFRESH_MANY: SupportsRefreshMany,
     Capability.READY: SupportsReady,
+    Capability.RESERVE: SupportsReserve,
     Capability.SCHEDULES: SupportsSchedules,
 }
 
@@ -222,6 +234,7 @@ _CANNOT = {
     Capability.RESUME: "resume runs",
     Capability.REFRESH_MANY: "refresh many runs at once",
     Capability.READY: "check readiness",
+    Capability.RESERVE: "reserve run ids",
     Capability.SCHEDULES: "run schedules",
 }
 

@@ -9,7 +9,8 @@ all backends (none imports another for it):
   (:data:`TORCH_DISTRIBUTED` starts the program under torchrun);
 - the runtime writes ``metrics.csv`` (one row per epoch: epoch, step, then metric columns)
   and ``summary.json`` (``{"final": {metric: value}, ...}``) into its output data folder
-  (``output/data`` locally, ``output.tar.gz`` on SageMaker).
+  (``output/data`` locally, ``output.tar.gz`` on SageMaker); summary.json is written
+  atomically, after the model, once training has finished: its presence says so.
 
 Standard library only.
 """

@@ -184,10 +184,16 @@ def stop(
 
     before = api.show(run_id)
     if before.status.is_terminal:
-        typer.echo(f"{before.id} already ended ({before.status.value}); nothing to stop.")
+        why = f": {before.failure_reason}" if before.failure_reason else ""
+        typer.echo(f"{before.id} already ended ({before.status.value}{why}); nothing to stop.")
         return
     run = api.stop(run_id, grace=grace)
-    typer.echo(f"{run.id} {run.status.value}. Resume later from its last checkpoint.")
+    if run.status.value == "Completed":
+        typer.echo(f"{run.id} Completed: its training had finished before the stop took effect.")
+    elif run.status.is_terminal:
+        typer.echo(f"{run.id} {run.status.value}. Resume later from its last checkpoint.")
+    else:
+        typer.echo(f"{run.id} {run.status.value}: its processes did not end yet; see `dl show {run.id}`.")
 
 
 @app.command(no_args_is_help=True)

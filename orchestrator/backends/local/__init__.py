@@ -1,14 +1,18 @@
 """The local backend: a run is a folder laid out like SageMaker's /opt/ml and a supervisor process.
 
-``submit`` lays out ``DL_HOME/runs/<id>/`` (see contract.py), extracts the package into
-``code/`` and starts a detached supervisor (supervisor.py) that runs the program, streams
-its output to ``dl/log.txt`` and records the outcome in the store. The run survives the
-terminal that launched it. ``stop`` sends SIGTERM (the runtime saves ``last.ckpt`` and
-exits) and SIGKILLs the process group after the grace period.
+``reserve`` claims ``DL_HOME/runs/<id>/`` (a new run never uses a folder it did not create),
+``submit`` lays it out (see contract.py), extracts the package into ``code/`` and starts a
+detached supervisor (supervisor.py) that runs the program, streams its output to
+``dl/log.txt`` and records the outcome in the store. The run survives the terminal that
+launched it. Its processes (launcher, supervisor, trainer: pid and creation time each) and
+the trainer lock say whether it lives; ``refresh`` settles a run none of them accounts for.
+``stop`` sends SIGTERM (the runtime saves ``last.ckpt`` and exits), to the trainer directly
+when its supervisor is gone, and SIGKILLs the process group after the grace period.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.backends.base import Artifact, LaunchSpec, SmokeResult
-from orchestrator.backends.local import contract, process
+from orchestrator.backends.local import contract, process, supervisor
 from orchestrator.errors import ArtifactError, BackendError, UsageError
-from orchestrator.store import Run, RunStatus, Store
+from orchestrator.store import Run, Store
 
 _CHANNEL_NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
@@ -116,8 +120,36 @@ def check_data(data: dict[str, str]) -> None:
             raise UsageError(f"Data path for channel {name} does not exist: {path}.", "Check the path after --data.")
 
 
+# What a run's backend_state says about its processes: (pid, creation time) of each.
+_PROCESS_KEYS = ("pid", "pid_created", "pgid", "trainer_pid", "trainer_created", "launcher_pid", "launcher_created")
+
+
+def _launcher() -> dict:
+    """This process as the run's launcher: recorded with the run's row (``reserve``) and on a
+    resume, so that a launch that dies before its supervisor starts is noticed."""
+    return {"launcher_pid": os.getpid(), "launcher_created": process.start_time(os.getpid())}
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """SIGINT inside the block is raised as KeyboardInterrupt when the block ends, so that a
+    started supervisor is always recorded. Outside the main thread there is nothing to defer."""
+    caught: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread: no signal arrives here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class LocalBackend:
-    """Features: stop, follow logs, pull, smoke test, resume, schedules (base.py)."""
+    """Features: stop, follow logs, pull, smoke test, resume, reserve, schedules (base.py)."""
 
     name = "local"
     public_state_keys: tuple[str, ...] = ()
@@ -136,7 +168,26 @@ class LocalBackend:
             "cost": {"price_per_hour": 0.0, "max_cost_on_demand": 0.0},
         }
 
+    def reserve(self, store: Store, run_id: str) -> dict:
+        """Claim ``runs/<run_id>/`` for a new run before it is recorded; return the backend state
+        its row starts with (who is launching it). The folder is created here, atomically, so a
+        new run never uses a folder it did not create (one left by a run whose database was moved
+        aside keeps its code and checkpoints)."""
+        base = run_dir(store, run_id)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            base.mkdir()
+        except FileExistsError:
+            raise UsageError(
+                f"The run folder {base} already exists, but the run database has no run {run_id!r}.",
+                "Pick another --name; that folder holds an earlier run (was dl.db moved aside?).",
+            ) from None
+        return _launcher()
+
     def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
+        """Prepare the run's folder (claimed by ``reserve``) and start its supervisor. Once the
+        supervisor exists the run is its: ``handed_over`` is recorded with its pid, and an
+        interrupt (Ctrl-C) that arrives meanwhile is raised only after that."""
         base = run_dir(store, run.id)
         prepare(base, run.id, spec)
         store.merge_backend_state(run.id, run_dir=str(base), package_uri=spec.package.path.as_uri())
@@ -150,14 +201,35 @@ class LocalBackend:
         self._start_supervisor(store, run, base)
 
     def resume(self, store: Store, run: Run) -> None:
-        """Start a Failed or Stopped run again in its own folder; the runtime continues from last.ckpt."""
+        """Start a Failed or Stopped run again in its own folder; the runtime continues from last.ckpt.
+
+        Refuses (UsageError, nothing changed) a run that never got a folder, or whose folder a
+        trainer still holds. Otherwise its processes are forgotten, it goes back to Pending
+        (``store.mark_resumed``) and a new supervisor starts."""
+        if not run.backend_state.get("run_dir"):
+            raise UsageError(
+                f"Run {run.id} never started ({run.failure_reason or 'no run folder'}); there is nothing to resume.",
+                f"Launch it again: dl launch {run.job_dir or run.job}",
+            )
         base = Path(run.backend_state["run_dir"])
+        if process.lock_held(supervisor.trainer_lock(base)):
+            raise UsageError(
+                f"A trainer of run {run.id} is still running in {base}; a second one would share its folder.",
+                f"Stop it first: dl stop {run.id}",
+            )
+        attempts = int(run.backend_state.get("attempts", 1)) + 1
+        # Forget the old processes first, so nobody takes the restarted run for a dead one.
+        forget = {**dict.fromkeys(_PROCESS_KEYS), **_launcher()}
+        store.merge_backend_state(run.id, attempts=attempts, stop_requested=False, handed_over=False, **forget)
+        store.mark_resumed(run.id)
         for stale in (base / "output" / contract.FAILURE_FILE, base / "output" / contract.SUCCESS_FILE):
             stale.unlink(missing_ok=True)
-        self._start_supervisor(store, run, base)
+        self._start_supervisor(store, store.get(run.id), base)
 
     def _start_supervisor(self, store: Store, run: Run, base: Path) -> None:
-        with open(log_file(base), "ab") as log:
+        from orchestrator.faults import fault
+
+        with open(log_file(base), "ab") as log, _interrupts_deferred():
             child = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.backends.local.supervisor", str(store.home), run.id],
                 stdin=subprocess.DEVNULL,
@@ -166,24 +238,34 @@ class LocalBackend:
                 start_new_session=True,
                 cwd=base,
             )
-        store.merge_backend_state(run.id, pid=child.pid, pid_start=process.start_time(child.pid))
+            fault("supervisor-started")
+            store.merge_backend_state(
+                run.id, pid=child.pid, pid_created=process.start_time(child.pid), pgid=child.pid, handed_over=True
+            )
+
+    def _alive(self, run: Run) -> bool:
+        """Whether any process of the run may still record its outcome: one holds the trainer
+        lock, or the supervisor or trainer runs, or (before a supervisor exists) its launcher."""
+        state = run.backend_state
+        if state.get("run_dir") and process.lock_held(supervisor.trainer_lock(Path(state["run_dir"]))):
+            return True
+        if process.alive(state.get("pid"), state.get("pid_created")):
+            return True
+        if process.alive(state.get("trainer_pid"), state.get("trainer_created")):
+            return True
+        return state.get("pid") is None and process.alive(state.get("launcher_pid"), state.get("launcher_created"))
 
     def refresh(self, store: Store, run: Run) -> Run:
-        if run.status.is_terminal:
+        """The run as its processes and folder say: unchanged while any of them lives; once none
+        is left, settled from the folder (Completed if training finished, Stopped if a stop was
+        asked for, else Failed naming what was gone)."""
+        if run.status.is_terminal or self._alive(run):
             return run
-        pid = run.backend_state.get("pid")
-        if pid is None:
-            return run  # still being submitted
-        if process.alive(pid, run.backend_state.get("pid_start")):
-            return run
-        status = RunStatus.STOPPED if run.backend_state.get("stop_requested") else RunStatus.FAILED
-        reason = (
-            None
-            if status is RunStatus.STOPPED
-            else ("The run's process ended without recording an outcome (killed, or the machine restarted).")
-        )
-        store.mark_finished(run.id, status, failure_reason=reason)
-        return store.get(run.id)
+        current = store.get(run.id)  # the supervisor may have recorded it since
+        if current.status.is_terminal:
+            return current
+        base = Path(current.backend_state["run_dir"]) if current.backend_state.get("run_dir") else None
+        return supervisor.settle(store, run.id, base)
 
     def log_path(self, run: Run) -> Path | None:
         return Path(run.log_uri) if run.log_uri else None
@@ -226,23 +308,33 @@ class LocalBackend:
         return smoke_test(spec, workdir)
 
     def stop(self, store: Store, run: Run, grace: float) -> Run:
-        """SIGTERM (the runtime saves last.ckpt), then SIGKILL of the process group after ``grace``
-        seconds. stop() on a run in a terminal state returns it unchanged."""
+        """SIGTERM the run (the trainer saves last.ckpt), SIGKILL its process group after ``grace``
+        seconds, and return it settled: Stopped, or Completed when its training had finished.
+        Reaches the trainer even when its supervisor is gone. A finished run is returned as is."""
         run = self.refresh(store, run)
         if run.status.is_terminal:
             return run
         store.merge_backend_state(run.id, stop_requested=True)
         store.mark_stopping(run.id)
-        pid, start = run.backend_state.get("pid"), run.backend_state.get("pid_start")
-        if pid is None or not process.alive(pid, start):
-            store.mark_finished(run.id, RunStatus.STOPPED)
-            return store.get(run.id)
-        os.kill(pid, signal.SIGTERM)
-        if not process.wait_exit(pid, start, grace):
-            process.kill_group(pid)
-            process.wait_exit(pid, start, 5.0)
-        store.mark_finished(run.id, RunStatus.STOPPED)
-        return store.get(run.id)
+        state = run.backend_state
+        base = Path(state["run_dir"]) if state.get("run_dir") else None
+        sup = (state.get("pid"), state.get("pid_created"))
+        trainer = (state.get("trainer_pid"), state.get("trainer_created"))
+        if process.alive(*sup):
+            os.kill(sup[0], signal.SIGTERM)  # the supervisor passes it on to the trainer
+        elif process.alive(*trainer):
+            os.kill(trainer[0], signal.SIGTERM)
+        elif state.get("pgid") and base is not None and process.lock_held(supervisor.trainer_lock(base)):
+            process.kill_group(state["pgid"], signal.SIGTERM)  # the group lives on: its id is not reused
+        deadline = time.monotonic() + grace
+        while self._alive(store.get(run.id)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._alive(store.get(run.id)) and state.get("pgid"):
+            process.kill_group(state["pgid"])
+            deadline = time.monotonic() + 5.0
+            while self._alive(store.get(run.id)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return self.refresh(store, store.get(run.id))
 
     def checkpoint_manifest(self, run: Run) -> list[dict]:
         import json
