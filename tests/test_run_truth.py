@@ -60,7 +60,7 @@ def test_killing_only_the_supervisor_leaves_the_run_to_its_trainer(dl_home, tmp_
     barrier = _barrier(faults, "after-fit")  # the trainer has trained and waits before writing the model
     state = _show_state(run_id)
     os.kill(state["pid"], signal.SIGKILL)
-    wait_for(lambda: _gone(state["pid"], state["pid_created"]), what="the supervisor to die")
+    wait_for(lambda: _gone(state["pid"], state.get("pid_created")), what="the supervisor to die")
 
     assert _show(run_id)["status"] == "InProgress"  # its trainer lives and holds the run folder
     refused = invoke("resume", run_id)
@@ -80,7 +80,7 @@ def test_stop_reaches_the_trainer_when_its_supervisor_is_gone(dl_home):
     wait_for(lambda: "epoch 1/" in _log(run_id), what="one epoch")
     state = _show_state(run_id)
     os.kill(state["pid"], signal.SIGKILL)
-    wait_for(lambda: _gone(state["pid"], state["pid_created"]), what="the supervisor to die")
+    wait_for(lambda: _gone(state["pid"], state.get("pid_created")), what="the supervisor to die")
     assert _show(run_id)["status"] == "InProgress"
 
     stopped = invoke("stop", run_id, "--grace", "60")
