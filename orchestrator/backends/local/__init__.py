@@ -253,7 +253,11 @@ class LocalBackend:
             return True
         if process.alive(state.get("trainer_pid"), state.get("trainer_created")):
             return True
-        return state.get("pid") is None and process.alive(state.get("launcher_pid"), state.get("launcher_created"))
+        if state.get("pid") is not None:
+            return False
+        if state.get("launcher_pid") is None:
+            return True  # inserted without a launcher (by an older dl, or by hand): nothing to judge it by
+        return process.alive(state["launcher_pid"], state.get("launcher_created"))
 
     def refresh(self, store: Store, run: Run) -> Run:
         """The run as its processes and folder say: unchanged while any of them lives; once none
