@@ -150,7 +150,7 @@ def test_the_api_checks_a_capability_before_calling(dl_home, monkeypatch):
 
     run = api.launch("mnist", target="local", overrides=TINY)
     with monkeypatch.context() as patch:
-        patch.setattr(api, "get_backend", lambda target: NoStop())
+        patch.setattr(api.query, "get_backend", lambda target: NoStop())  # api.stop is in api/query.py
         with pytest.raises(BackendError, match=r"^The local target cannot stop runs\.$"):
             api.stop(run.id)
     assert api.stop(run.id, grace=30).status.is_terminal

@@ -23,57 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.backends.base import Artifact, LaunchSpec, SmokeResult
-from orchestrator.backends.local import contract, process, supervisor
+from orchestrator.backends.local import contract, process, smoke, supervisor
+from orchestrator.backends.local.rundir import log_file, prepare, run_dir, run_dir_root
 from orchestrator.errors import ArtifactError, BackendError, UsageError
 from orchestrator.store import Run, Store
 
 _CHANNEL_NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
-
-
-def run_dir_root() -> Path:
-    from orchestrator.settings import dl_home
-
-    return dl_home() / "runs"
-
-
-def run_dir(store: Store, run_id: str) -> Path:
-    return store.home / "runs" / run_id
-
-
-def log_file(base: Path) -> Path:
-    return base / "dl" / "log.txt"
-
-
-def container_spec(run_id: str, params: dict, data: dict[str, str], package_uri: str) -> contract.ContainerSpec:
-    from orchestrator.packaging import ENTRY_POINT
-
-    return contract.ContainerSpec(
-        job_name=run_id,
-        program=ENTRY_POINT,
-        submit_dir=package_uri,
-        hyperparameters=dict(params),
-        channels={name: Path(path) for name, path in data.items()},
-    )
-
-
-def prepare(base: Path, run_id: str, spec: LaunchSpec) -> contract.ContainerSpec:
-    """Lay out the container folder and extract the package into code/."""
-    from orchestrator.packaging import extract_package
-
-    cspec = container_spec(run_id, spec.params, spec.data, spec.package.path.as_uri())
-    contract.layout(base, cspec)
-    if not any((base / "code").iterdir()):
-        extract_package(spec.package.path, base / "code")
-    (base / "dl").mkdir(exist_ok=True)
-    return cspec
-
-
-def child_env(base: Path, cspec: contract.ContainerSpec) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env.update(contract.training_env(base, cspec))
-    env["PYTHONUNBUFFERED"] = "1"
-    env["DL_CHECKPOINT_DIR"] = str(base / "checkpoints")
-    return env
 
 
 def check_requirements(spec: LaunchSpec) -> None:
@@ -307,9 +262,7 @@ class LocalBackend:
         return TickScheduler()
 
     def smoke_test(self, spec: LaunchSpec, workdir: Path) -> SmokeResult:
-        from orchestrator.backends.local.smoke import smoke_test
-
-        return smoke_test(spec, workdir)
+        return smoke.smoke_test(spec, workdir)
 
     def stop(self, store: Store, run: Run, grace: float) -> Run:
         """SIGTERM the run (the trainer saves last.ckpt), SIGKILL its process group after ``grace``

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from orchestrator.backends.base import LaunchSpec, SmokeResult
-from orchestrator.backends.local import child_env, prepare
+from orchestrator.backends.local.rundir import child_env, prepare
 from orchestrator.backends.local.supervisor import run_program
 
 

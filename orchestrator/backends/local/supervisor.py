@@ -23,6 +23,7 @@ from pathlib import Path
 
 from orchestrator.backends import runtime_io
 from orchestrator.backends.local import contract, process
+from orchestrator.backends.local.rundir import child_env, container_spec, log_file
 from orchestrator.store import Run, RunStatus, Store
 
 EXIT_STOPPED = 143
@@ -86,8 +87,6 @@ def run_program(
 
 
 def _log_stream(base: Path):
-    from orchestrator.backends.local import log_file
-
     return open(log_file(base), "ab", buffering=0)
 
 
@@ -152,8 +151,6 @@ def unaccounted(base: Path | None, state: dict) -> str:
 
 
 def supervise(home: Path, run_id: str) -> int:
-    from orchestrator.backends.local import child_env, container_spec
-
     store = Store(home)
     run = store.get(run_id)
     base = Path(run.backend_state["run_dir"])

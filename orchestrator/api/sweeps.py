@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.api import monitor_of, new_run_id, plan, rank, refresh, start
+from orchestrator.api.launch import new_run_id, plan, start
+from orchestrator.api.query import monitor_of, rank, refresh
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions, parse_assignments
 from orchestrator.store import Run, open_store
