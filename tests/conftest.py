@@ -1,9 +1,26 @@
-"""Shared fixtures: an isolated DL_HOME per test, the CLI runner, and helpers for real runs."""
+"""Shared fixtures: an isolated DL_HOME per test, the CLI runner, and helpers for real runs.
+
+The ``train`` marker: a test that needs the ``train`` extra (torch, torchvision, Lightning,
+scikit-learn, matplotlib) is marked ``@pytest.mark.train``; a file whose every test does, at its
+top with ``pytestmark = pytest.mark.train`` (only such a file may import them at its top). A test
+needs it when it trains or smoke-tests (``dl launch``/``sweep``/``schedule create`` of a local
+run, ``--dry-run``), uses a fixture that does, plots a PNG, or imports one of those libraries.
+``pytest -m "not train"`` runs the rest in a venv without the extra (README, "Tests").
+
+The marker is enforced: while an unmarked test runs (setup and teardown included) these
+libraries cannot be imported, in this process or in any Python it starts that keeps PYTHONPATH
+(stand-ins that raise come first on it), so a test that needs them and lacks the marker fails
+in a venv that has them too, with an error that names it. In this process they can still be
+found (``importlib.util.find_spec``) without being imported, as where they are installed.
+"""
 
 from __future__ import annotations
 
+import ast
+import importlib.abc
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import time
@@ -11,6 +28,116 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+# -- the train marker ------------------------------------------------------------------------
+
+# What the `train` extra brings (pyproject.toml), by import name.
+TORCH_FAMILY = ("torch", "torchvision", "torchmetrics", "lightning", "lightning_fabric", "pytorch_lightning")
+TRAIN_MODULES = frozenset((*TORCH_FAMILY, "sklearn", "matplotlib"))
+_UNMARKED = "DL_TEST_UNMARKED"  # the node id of the unmarked test running, for the stand-ins
+_REFUSAL = "{nodeid} imports {name} but is not marked train: add @pytest.mark.train (see tests/conftest.py)."
+_STAND_IN = (  # the whole of each stand-in package
+    "import os\n"
+    f"raise ModuleNotFoundError({_REFUSAL!r}.format(nodeid=os.environ.get({_UNMARKED!r}), name=__name__), "
+    "name=__name__)\n"
+)
+_STAND_INS = pytest.StashKey[Path]()
+
+
+def _train_deselected(config) -> bool:
+    """Whether ``-m EXPR`` deselects a test marked train (pytest's own evaluator of -m)."""
+    expr = config.option.markexpr
+    if not expr:
+        return False
+    from _pytest.mark.expression import Expression
+
+    return not Expression.compile(expr).evaluate(lambda name, **kwargs: name == "train")
+
+
+def _wholly_train(path: Path) -> bool:
+    """Whether a test file marks all of itself train (a top-level ``pytestmark`` naming it)."""
+    for node in ast.parse(path.read_bytes()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
+            return "pytest.mark.train" in ast.unparse(node.value)
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    """With train deselected, a file that is train as a whole is not even imported (it may import
+    torch at its top), so that `pytest -m "not train"` runs where the train extra is missing."""
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        if _train_deselected(config) and _wholly_train(collection_path):
+            return True
+    return None
+
+
+class _Refuse(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Lets the train modules be found (``importlib.util.find_spec``, as dl's environment checks
+    do) but not imported in this process; the error names the test to mark."""
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in TRAIN_MODULES:
+            return None
+        for finder in sys.meta_path:
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    spec.loader = self
+                    return spec
+        return None
+
+    def create_module(self, spec):
+        raise ModuleNotFoundError(_REFUSAL.format(nodeid=self.nodeid, name=spec.name), name=spec.name)
+
+    def exec_module(self, module) -> None:  # never reached: create_module refuses
+        raise ModuleNotFoundError(_REFUSAL.format(nodeid=self.nodeid, name=module.__name__))
+
+
+def pytest_configure(config) -> None:
+    """Stand-ins for the train modules that a Python started by an unmarked test finds first."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dl-test-no-train-"))
+    for name in TRAIN_MODULES:
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text(_STAND_IN)
+    config.stash[_STAND_INS] = folder
+
+
+def pytest_unconfigure(config) -> None:
+    folder = config.stash.get(_STAND_INS, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Runs an unmarked test (setup, call, teardown) with the train modules out of reach."""
+    if item.get_closest_marker("train") is not None:
+        return (yield)
+    hidden = {name: module for name, module in sys.modules.items() if name.partition(".")[0] in TRAIN_MODULES}
+    for name in hidden:
+        del sys.modules[name]
+    refuse = _Refuse(item.nodeid)
+    sys.meta_path.insert(0, refuse)
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", _UNMARKED)}
+    inherited = [saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(item.config.stash[_STAND_INS]), *inherited])
+    os.environ[_UNMARKED] = item.nodeid
+    try:
+        return (yield)
+    finally:
+        sys.meta_path.remove(refuse)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.modules.update(hidden)
+
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "trainjobs" / "mnist"

@@ -32,6 +32,7 @@ def in_finished_home(finished, monkeypatch):
     return finished
 
 
+@pytest.mark.train
 def test_follow_streams_the_log_and_exits_with_the_outcome(finished):
     result = finished["result"]
     assert result.exit_code == 0, result.output
@@ -39,6 +40,7 @@ def test_follow_streams_the_log_and_exits_with_the_outcome(finished):
     assert f"{finished['id']} Completed" in result.stdout
 
 
+@pytest.mark.train
 def test_runs_and_show_json_describe_the_run(in_finished_home):
     run_id = in_finished_home["id"]
     [listed] = [r for r in runs_json() if r["id"] == run_id]
@@ -55,6 +57,7 @@ def test_runs_and_show_json_describe_the_run(in_finished_home):
     assert hashlib.sha256(package.read_bytes()).hexdigest() == shown["package_hash"]
 
 
+@pytest.mark.train
 def test_show_text_and_logs(in_finished_home):
     run_id = in_finished_home["id"]
     shown = invoke("show", run_id)
@@ -69,6 +72,7 @@ def test_show_text_and_logs(in_finished_home):
     assert f"dl: run {run_id} Completed" in logs.stdout
 
 
+@pytest.mark.train
 def test_run_folder_follows_the_sagemaker_layout(in_finished_home):
     base = in_finished_home["home"] / "runs" / in_finished_home["id"]
     hps = json.loads((base / "input/config/hyperparameters.json").read_text())
@@ -83,6 +87,7 @@ def test_run_folder_follows_the_sagemaker_layout(in_finished_home):
     assert not (base / "output" / "failure").exists()
 
 
+@pytest.mark.train
 def test_pull_brings_back_checkpoints_that_load(in_finished_home, tmp_path):
     import torch
 
@@ -113,6 +118,7 @@ def test_pull_brings_back_checkpoints_that_load(in_finished_home, tmp_path):
     assert not [n for n in names if n.endswith(".dlpart")]
 
 
+@pytest.mark.train
 def test_detached_launch_returns_at_once_and_the_run_completes(dl_home):
     from orchestrator import api
 
@@ -127,6 +133,7 @@ def test_detached_launch_returns_at_once_and_the_run_completes(dl_home):
     assert run.metrics["val_acc"] > 0
 
 
+@pytest.mark.train
 def test_dry_run_plans_and_smoke_tests_without_starting_anything(dl_home):
     result = invoke("launch", "mnist", "--dry-run", "--set", "lr=0.01")
     assert result.exit_code == 0, result.output
@@ -136,6 +143,7 @@ def test_dry_run_plans_and_smoke_tests_without_starting_anything(dl_home):
     assert runs_json() == []
 
 
+@pytest.mark.train
 def test_dry_run_fails_fast_with_the_jobs_own_error(dl_home, broken_job):
     result = invoke("launch", str(broken_job), "--dry-run")
     assert result.exit_code == 1
@@ -144,6 +152,7 @@ def test_dry_run_fails_fast_with_the_jobs_own_error(dl_home, broken_job):
     assert runs_json() == []
 
 
+@pytest.mark.train
 def test_dry_run_json_with_an_idx_channel(dl_home, tmp_path):
     import numpy as np
 
@@ -174,6 +183,7 @@ def _log_has(run_id: str, text: str):
     return run.log_uri and Path(run.log_uri).is_file() and text in Path(run.log_uri).read_text()
 
 
+@pytest.mark.train
 def test_stop_saves_a_checkpoint_and_ends_stopped(dl_home):
     import torch
 
@@ -192,6 +202,7 @@ def test_stop_saves_a_checkpoint_and_ends_stopped(dl_home):
     assert again.exit_code == 0 and "already ended (Stopped)" in again.stdout
 
 
+@pytest.mark.train
 def test_a_killed_run_is_reported_failed_not_left_running(dl_home):
     launched = invoke("launch", "mnist", "--set", "max_epochs=100000")
     run_id = launched_id(launched.stdout)

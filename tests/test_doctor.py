@@ -63,6 +63,7 @@ def _by_name(checks) -> dict[str, doctor.Check]:
     return {check.name: check for check in checks}
 
 
+@pytest.mark.train
 def test_everything_right_passes_and_json_lists_every_check(deployed, monkeypatch):
     seam = _seam(monkeypatch, _quota(2))
     result = invoke("doctor", "--json", "--gpu", "A10G")  # --local is the default: a real torch import

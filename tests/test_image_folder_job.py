@@ -23,6 +23,8 @@ import torchvision
 from orchestrator.runtime.dl_entry import Contract, dataloader_workers
 from tests.conftest import BUCKET, REPO, invoke, launched_id, load_job_module
 
+pytestmark = pytest.mark.train  # every test here trains or imports torch/Lightning
+
 JOB_DIR = REPO / "trainjobs" / "image_folder"
 if str(JOB_DIR) not in sys.path:
     sys.path.append(str(JOB_DIR))  # the job's modules import backbones and shapes by name, as in the container

@@ -17,6 +17,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+pytestmark = pytest.mark.train  # every test here trains or imports torch/Lightning
+
 JOB_DIR = Path(__file__).resolve().parents[1] / "trainjobs" / "mnist"
 
 

@@ -181,6 +181,7 @@ def test_archive_headers_carry_no_machine_details(tmp_path):
 # -- contents --------------------------------------------------------------------------------------
 
 
+@pytest.mark.train
 def test_package_holds_job_files_runtime_entry_spec_and_requirements(tmp_path):
     job_dir = write_job(
         tmp_path / "toy",
@@ -214,6 +215,7 @@ def test_package_holds_job_files_runtime_entry_spec_and_requirements(tmp_path):
     assert sum(1 for line in lines if re.match(r"^\s*lightning\b", line, re.I)) == 1
 
 
+@pytest.mark.train
 def test_job_without_requirements_still_gets_lightning(tmp_path):
     package = build(write_job(tmp_path / "toy"), tmp_path / "cache")
 

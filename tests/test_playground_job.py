@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import REPO, invoke, launched_id, load_job_module
 
+pytestmark = pytest.mark.train  # every test here trains or imports torch/Lightning
+
 JOB_DIR = REPO / "trainjobs" / "playground"
 data_mod = load_job_module(JOB_DIR / "data.py", "dl_test_playground_data")
 model_mod = load_job_module(JOB_DIR / "model.py", "dl_test_playground_model")

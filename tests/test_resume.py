@@ -38,6 +38,7 @@ def _step(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
 
 
+@pytest.mark.train
 def test_kill_9_mid_training_then_resume_continues_from_the_checkpoint(dl_home):
     baseline = launched_id(invoke("launch", "mnist", *STEADY, "--follow").stdout)
     reference = _run(baseline)
@@ -108,6 +109,7 @@ _torch.save = _save_then_die
     return job
 
 
+@pytest.mark.train
 def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(dl_home, dies_while_saving):
     import torch
 
@@ -127,6 +129,7 @@ def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(dl_h
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
 
 
+@pytest.mark.train
 def test_warm_start_from_another_runs_best_checkpoint(dl_home):
     source = launched_id(invoke("launch", "mnist", "--set", "max_epochs=4", "--follow").stdout)
     source_acc = _run(source)["metrics"]["val_acc"]
@@ -147,6 +150,7 @@ def test_warm_start_from_another_runs_best_checkpoint(dl_home):
     assert bad.exit_code == 2 and "after ':' comes best or last" in bad.stderr
 
 
+@pytest.mark.train
 def test_show_lists_the_checkpoint_manifest(dl_home):
     run_id = launched_id(invoke("launch", "mnist", "--set", "max_epochs=2", "--follow").stdout)
     shown = json.loads(invoke("show", run_id, "--json").stdout)
@@ -185,6 +189,7 @@ def test_a_cloud_run_whose_checkpoints_stopped_syncing_gets_a_warning():
     assert stale_checkpoint_warning(local, entries, now=late) is None
 
 
+@pytest.mark.train
 def test_an_unreadable_last_checkpoint_is_named_set_aside_and_the_best_one_used(dl_home):
     run_id = launched_id(invoke("launch", "mnist", *STEADY).stdout)
     wait_for(lambda: "epoch 3/6" in _log(run_id), what="three epochs")
@@ -206,6 +211,7 @@ def test_an_unreadable_last_checkpoint_is_named_set_aside_and_the_best_one_used(
     assert _step(folder / "last.ckpt") > 0
 
 
+@pytest.mark.train
 def test_warm_starts_cross_targets(aws, moto_endpoint, tmp_path):
     """A local run's checkpoint seeds a SageMaker run (uploaded under its hash), and a SageMaker
     run's checkpoint seeds a local one (fetched from S3). moto only records training jobs, so

@@ -130,6 +130,7 @@ def test_dry_run_json_is_a_valid_request_and_sends_nothing(moto, proxy):
     assert runs_json() == []
 
 
+@pytest.mark.train
 def test_dry_run_text_prints_the_request_and_cost_and_passes_the_smoke_test(moto, proxy):
     result = invoke("launch", "mnist", "--gpu", "A10G", "--dry-run")  # smoke test on: one real batch
     assert result.exit_code == 0, result.output
@@ -197,6 +198,7 @@ def test_multi_gpu_multi_node_launch_runs_under_torchrun(moto):
 # -- the whole way: launch, SageMaker's part played, then show / logs / pull ----------------
 
 
+@pytest.mark.train
 def test_a_played_training_job_shows_logs_and_pulls(moto, tmp_path):
     import numpy as np
     import torch

@@ -152,6 +152,7 @@ def test_update_repackages_and_repoints_the_request(cloud, tmp_path):
     cloud.s3.head_object(Bucket=BUCKET, Key=f"dl/packages/{new}/sourcedir.tar.gz")
 
 
+@pytest.mark.train
 def test_sync_imports_scheduled_runs_promotes_and_the_next_firing_warm_starts(cloud, tmp_path):
     create("weekly", "--job", "mnist", "--cron", "0 3 * * 1", "--gpu", "T4", "--promote-if", "val_acc:max",
            "--from", "weekly:best", "--from-optimizer", *TINY_SAGEMAKER)  # fmt: skip

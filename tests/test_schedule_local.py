@@ -48,12 +48,14 @@ def finish(run_id: str, **metrics) -> None:
     open_store().mark_finished(run_id, RunStatus.COMPLETED, metrics=metrics)
 
 
+@pytest.mark.train
 def test_nothing_fires_before_the_first_fire_time(weekly):
     starter = Starter()
     assert scheduling.tick(MONDAY_3AM - 1, start=starter) == []
     assert starter.started == []
 
 
+@pytest.mark.train
 def test_due_fire_time_starts_once(weekly):
     starter = Starter()
     [decision] = scheduling.tick(MONDAY_3AM + 30, start=starter)
@@ -63,6 +65,7 @@ def test_due_fire_time_starts_once(weekly):
     assert open_store().get(decision.run_id).schedule == "weekly"
 
 
+@pytest.mark.train
 def test_overlap_is_skipped_and_recorded(weekly):
     starter = Starter()
     [first] = scheduling.tick(MONDAY_3AM, start=starter)
@@ -78,6 +81,7 @@ def test_overlap_is_skipped_and_recorded(weekly):
     assert third.action == "started"
 
 
+@pytest.mark.train
 def test_downtime_starts_one_catch_up_run(weekly):
     starter = Starter()
     [decision] = scheduling.tick(MONDAY_3AM + 3 * WEEK + 3600, start=starter)  # four fire times passed
@@ -87,6 +91,7 @@ def test_downtime_starts_one_catch_up_run(weekly):
     assert scheduling.tick(MONDAY_3AM + 3 * WEEK + 7200, start=starter) == []
 
 
+@pytest.mark.train
 def test_the_state_survives_a_restart(weekly):
     starter = Starter()
     scheduling.tick(MONDAY_3AM, start=starter)
@@ -99,6 +104,7 @@ def test_the_state_survives_a_restart(weekly):
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+@pytest.mark.train
 def test_paused_schedules_do_not_fire_and_resume_skips_the_paused_time(weekly):
     starter = Starter()
     scheduling.pause("weekly", now=MONDAY_3AM - 60)
@@ -112,6 +118,7 @@ def test_paused_schedules_do_not_fire_and_resume_skips_the_paused_time(weekly):
     assert decision.action == "started" and decision.due_at == MONDAY_3AM + WEEK
 
 
+@pytest.mark.train
 def test_a_failed_start_is_recorded_and_not_retried(weekly):
     def broken(store, schedule, due_at):
         from orchestrator.errors import BackendError
@@ -123,6 +130,7 @@ def test_a_failed_start_is_recorded_and_not_retried(weekly):
     assert scheduling.tick(MONDAY_3AM + 60, start=Starter()) == []
 
 
+@pytest.mark.train
 def test_a_fire_time_is_claimed_once_across_stores(weekly):
     store_a, store_b = open_store(), open_store()
     assert store_a.claim_firing("weekly", MONDAY_3AM, "starting")
@@ -170,6 +178,7 @@ def test_a_second_dl_schedule_run_is_refused(dl_home):
         runner.wait(timeout=30)
 
 
+@pytest.mark.train
 def test_cli_create_list_show_pause_delete(dl_home):
     result = invoke("schedule", "create", "nightly", "--job", "mnist", "--cron", "0 3 * * 1",
                     "--timezone", "Europe/Berlin", "--local", "--promote-if", "val_acc:max")  # fmt: skip
@@ -205,6 +214,7 @@ def test_cli_bad_input_is_one_line(dl_home, args, says):
     assert "No schedules" in invoke("schedule", "list").stdout
 
 
+@pytest.mark.train
 def test_cloud_only_options_and_cross_target_pointers_are_refused(dl_home):
     result = invoke("schedule", "create", "s3", "--job", "mnist", "--cron", "rate(1 day)", "--local", "--window", "5")
     assert result.exit_code != 0 and "--retries and --window are for cloud schedules" in result.stderr
@@ -220,6 +230,7 @@ def test_names_are_checked(dl_home):
     assert invoke("schedule", "show", "nope").stderr.startswith("Error: No schedule 'nope'.")
 
 
+@pytest.mark.train
 def test_update_repackages_and_shows_the_diff(dl_home, tmp_path):
     import shutil
 
@@ -244,6 +255,7 @@ def test_install_prints_a_unit_and_a_crontab_line(dl_home, tmp_path, monkeypatch
     assert "[Service]" in (tmp_path / "config" / "systemd" / "user" / "dl-scheduler.service").read_text()
 
 
+@pytest.mark.train
 def test_a_real_firing_trains_and_promotes_and_the_next_warm_starts(dl_home):
     created = time.time()
     sets = [v for pair in zip(TINY[::2], TINY[1::2]) for v in pair]
@@ -278,6 +290,7 @@ def test_a_real_firing_trains_and_promotes_and_the_next_warm_starts(dl_home):
     assert open_store().get(second.run_id).promotion  # decided too (promoted or not)
 
 
+@pytest.mark.train
 @pytest.mark.parametrize(
     ("mode", "values", "promoted"),
     [
@@ -310,6 +323,7 @@ def test_promotion_moves_best_only_on_improvement(dl_home, tmp_path, mode, value
     assert pointer.read_bytes() == f"checkpoint {winner}".encode()
 
 
+@pytest.mark.train
 def test_failed_runs_and_runs_without_the_metric_are_not_promoted(dl_home):
     scheduling.create("promo", str(MNIST), expression="rate(1 day)", target="local", promote="val_acc:max")
     store = open_store()

@@ -249,6 +249,7 @@ def test_environment_argv_and_cwd_match_toolkit(tmp_path):
     assert not (base / "output" / "failure").exists()
 
 
+@pytest.mark.train
 def test_torchrun_launch_matches_toolkit(tmp_path):
     hps = {"lr": 0.1, "epochs": 2, contract.TORCH_DISTRIBUTED: True}
     spec = make_spec(tmp_path, hps)
