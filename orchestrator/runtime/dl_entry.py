@@ -30,6 +30,7 @@ import csv
 import inspect
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -68,40 +69,62 @@ class Contract:
 
 
 def _convert(decl: dict):
+    """The argparse type of one declared parameter: the same values as dl's ``Param.parse``
+    (orchestrator/jobs.py, which this file cannot import; tests/test_jobs.py holds the two to
+    each other), with the same ranges and choices, so what dl accepts at launch trains here and
+    what it refuses is refused here too."""
     kind = decl["type"]
 
-    def parse(text: str):
+    def parse(raw: str):
+        text = raw.strip()
         if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "batches":
-            return float(text) if any(c in text for c in ".eE") else int(text)
-        if kind == "workers":
-            return "auto" if text == "auto" else int(text)
-        if kind == "bool":
+            value = int(text)
+        elif kind == "float":
+            value = float(text)
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"expected a finite number, got {raw!r}")
+        elif kind == "batches":
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+            if isinstance(value, float) and not 0.0 <= value <= 1.0:
+                raise argparse.ArgumentTypeError(f"expected a batch count or a fraction in [0, 1], got {raw!r}")
+        elif kind == "workers":
+            value = "auto" if text.lower() == "auto" else int(text)
+        elif kind == "bool":
             if text.lower() not in _TRUE | _FALSE:
-                raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-            return text.lower() in _TRUE
-        return text
+                raise argparse.ArgumentTypeError(f"expected true or false, got {raw!r}")
+            value = text.lower() in _TRUE
+        else:
+            value = text
+        choices, low, high = decl.get("choices"), decl.get("min"), decl.get("max")
+        if choices is not None and value not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+        if low is not None and isinstance(value, (int, float)) and value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}; got {value}")
+        if high is not None and isinstance(value, (int, float)) and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}; got {value}")
+        return value
 
     parse.__name__ = kind
     return parse
 
 
 def parse_hyperparameters(spec: dict, argv: list[str]) -> dict:
-    """Parse ``--key value`` pairs against the job's declarations; unknown keys are an error."""
+    """Parse ``--key value`` pairs against the job's declarations; unknown keys are an error.
+
+    A declared key takes the next word as its value whatever it looks like (``--lr -1e-05``,
+    ``--note --x``: argparse alone would take those for options)."""
     parser = argparse.ArgumentParser(prog="dl_entry.py", description=f"dl trainjob {spec['name']}")
     declared = {**spec["params"], **spec["trainer"]}
+    flags = set()
     for name, decl in declared.items():
         flag = f"--{name}" if len(name) > 1 else f"-{name}"
+        flags.add(flag)
         parser.add_argument(flag, dest=name, type=_convert(decl), default=decl["default"], help=decl.get("help"))
-    values = vars(parser.parse_args(argv))
-    for name, value in values.items():
-        choices = declared[name].get("choices")
-        if choices is not None and value not in choices:
-            parser.error(f"--{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return values
+    joined, words = [], iter(argv)
+    for word in words:
+        value = next(words, None) if word in flags else None
+        joined.append(word if value is None else f"{word}={value}")
+    return vars(parser.parse_args(joined))
 
 
 # -- building the job ----------------------------------------------------------------
