@@ -10,8 +10,8 @@
   simply start over);
 - a GET that fails outright (5xx, throttling) is retried by botocore; a body that breaks off
   mid-object is continued from the byte it reached: at once while the attempts bring new
-  bytes, with a growing pause when they do not, and given up after ``ATTEMPTS`` in a row that
-  bring nothing;
+  bytes, with a growing pause when they do not (``Report.backoffs`` counts them), and given up
+  after ``ATTEMPTS`` in a row that bring nothing;
 - a finished object is checked before it is renamed into place: its size; its bytes against
   S3's own checksum (the full-object checksum checked while a whole-object GET streams, or
   else the MD5 of a single-part ETag); and the caller's own check, e.g. that a checkpoint is a
@@ -90,6 +90,7 @@ class Report:
     skipped: list[Path] = field(default_factory=list)
     bytes: int = 0
     resumed_bytes: int = 0
+    backoffs: int = 0  # pauses before continuing a body that broke off bringing no new byte
 
 
 class Progress:
@@ -164,18 +165,19 @@ class _Book:
         self._saved = time.monotonic()
         self._dirty = False
 
-    def record(self, transfer: Transfer, resumed: int, sha256: str) -> None:
+    def record(self, transfer: Transfer, fetched: _Fetched) -> None:
         with self._lock:
             self.manifest[str(transfer.dest.relative_to(self.root))] = {
                 "key": transfer.uri,
                 "etag": transfer.etag,
                 "size": transfer.size,
-                "sha256": sha256,
+                "sha256": fetched.sha256,
                 "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             self.report.fetched.append(transfer.dest)
-            self.report.bytes += transfer.size - resumed
-            self.report.resumed_bytes += resumed
+            self.report.bytes += transfer.size - fetched.resumed
+            self.report.resumed_bytes += fetched.resumed
+            self.report.backoffs += fetched.backoffs
             self._dirty = True
             if time.monotonic() - self._saved >= SAVE_EVERY:
                 self._save()
@@ -219,8 +221,7 @@ def download_all(client, transfers: list[Transfer], root: Path, *, workers: int 
     stop = threading.Event()
 
     def one(transfer: Transfer) -> None:
-        resumed, sha256 = _fetch(s3, transfer, progress, stop)
-        book.record(transfer, resumed, sha256)
+        book.record(transfer, _fetch(s3, transfer, progress, stop))
 
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="dl-pull")
     try:
@@ -291,9 +292,16 @@ class _Digest:
                         digest.update(block)
 
 
-def _fetch(s3, transfer: Transfer, progress: Progress, stop: threading.Event) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Fetched:
+    resumed: int  # bytes continued from an earlier pull's part
+    sha256: str
+    backoffs: int  # pauses taken on the way (see _download)
+
+
+def _fetch(s3, transfer: Transfer, progress: Progress, stop: threading.Event) -> _Fetched:
     """Stream one object into its part file (continuing an earlier part), check it, rename it into
-    place; returns (bytes continued from an earlier pull, sha256)."""
+    place."""
     part = transfer.part
     resumed = _continuable(transfer)
     digest = _Digest(transfer.etag)
@@ -302,7 +310,7 @@ def _fetch(s3, transfer: Transfer, progress: Progress, stop: threading.Event) ->
         progress.add(resumed)
     try:
         with open(part, "ab") as out:
-            whole = _download(s3, transfer, out, digest, progress, stop)
+            whole, backoffs = _download(s3, transfer, out, digest, progress, stop)
     except BaseException:
         if digest.size == 0:  # nothing worth keeping for the next pull
             part.unlink(missing_ok=True)
@@ -311,7 +319,7 @@ def _fetch(s3, transfer: Transfer, progress: Progress, stop: threading.Event) ->
     sha256 = _check(transfer, digest, whole)
     os.replace(part, transfer.dest)
     transfer.marker.unlink(missing_ok=True)
-    return resumed, sha256
+    return _Fetched(resumed, sha256, backoffs)
 
 
 def _continuable(transfer: Transfer) -> int:
@@ -335,13 +343,17 @@ def _continuable(transfer: Transfer) -> int:
     return 0
 
 
-def _download(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, stop: threading.Event) -> bool:
-    """GETs until the part holds the whole object; True when one GET brought all of it under S3's checksum.
+def _download(
+    s3, transfer: Transfer, out, digest: _Digest, progress: Progress, stop: threading.Event
+) -> tuple[bool, int]:
+    """GETs until the part holds the whole object; returns (whether one GET brought all of it under
+    S3's checksum, the pauses taken).
 
     A GET that fails outright (a 5xx, throttling, no connection) has had botocore's own retries
-    and is raised; a body that breaks off is continued here from the byte it reached.
+    and is raised; a body that breaks off is continued here from the byte it reached: at once when
+    the attempt brought new bytes, else after a pause that doubles with each such attempt in a row.
     """
-    whole, failures = False, 0
+    whole, failures, backoffs = False, 0, 0
     while digest.size < transfer.size:
         offset = digest.size
         try:
@@ -360,8 +372,10 @@ def _download(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, 
                     f"Downloading {transfer.uri} kept failing ({type(exc).__name__}: {exc}).",
                     "Run the same pull again: it continues where it stopped.",
                 ) from None
-            if failures and stop.wait(min(0.2 * 2**failures, 5.0)):
-                raise _Stopped() from None
+            if failures:
+                backoffs += 1
+                if stop.wait(min(0.2 * 2**failures, 5.0)):
+                    raise _Stopped() from None
         except Exception as exc:
             if _code(exc) in ("PreconditionFailed", "412"):
                 out.close()
@@ -369,7 +383,7 @@ def _download(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, 
                 transfer.marker.unlink(missing_ok=True)
                 raise ArtifactError(f"{transfer.uri} changed during the pull.", "Pull again.") from None
             raise
-    return whole
+    return whole, backoffs
 
 
 class _Broken(Exception):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import transfer
+from orchestrator import api, transfer
 from orchestrator.store import Run, RunStatus, open_store
 from tests.conftest import BUCKET, REGION, invoke, wait_for
 from tests.s3_faults import S3Faults, gets, puts
@@ -223,9 +223,7 @@ def test_a_dropped_connection_continues_from_the_byte_it_reached(faults, s3, tmp
     cloud_run(s3, {"best.ckpt": big})
     faults.drop(3, gets("/checkpoints/best.ckpt"), after=10 * MiB + 12345)
     dest = tmp_path / "pulled"
-    started = time.monotonic()
-    pull("--to", str(dest))
-    elapsed = time.monotonic() - started
+    result = api.pull(RUN_ID, to=dest)
     requests = faults.requests("GET", "/checkpoints/best.ckpt")
     assert [r.status for r in requests] == [0, 0, 0, 206]  # three cut, the fourth finished
     # Each attempt asked for the bytes after those already kept, never from the start again.
@@ -237,7 +235,18 @@ def test_a_dropped_connection_continues_from_the_byte_it_reached(faults, s3, tmp
     assert sha256((dest / "checkpoints" / "best.ckpt").read_bytes()) == sha256(big)
     assert manifest(dest)["checkpoints/best.ckpt"]["sha256"] == sha256(big)
     assert leftovers(dest) == []
-    assert elapsed < 20, "attempts that bring new bytes are retried at once, without backing off"
+    assert result.backoffs == 0, "attempts that bring new bytes are retried at once, without backing off"
+
+
+def test_attempts_that_bring_nothing_back_off_each_time(faults, s3, tmp_path):
+    body = checkpoint(random.Random(5).randbytes(9 * MiB))
+    cloud_run(s3, {"best.ckpt": body}, model=False)
+    faults.drop(2, gets("/checkpoints/best.ckpt"), after=0)  # two bodies cut before their first byte
+    dest = tmp_path / "pulled"
+    result = api.pull(RUN_ID, to=dest)
+    assert [r.status for r in faults.requests("GET", "/checkpoints/best.ckpt")] == [0, 0, 200]
+    assert result.backoffs == 2, "a pause before each attempt after one that brought nothing"
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == body
 
 
 def test_a_body_that_keeps_breaking_off_is_given_up_and_its_part_kept(faults, s3, tmp_path, monkeypatch):

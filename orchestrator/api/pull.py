@@ -34,6 +34,7 @@ class PullResult:
     unpacked: list[Path] = field(default_factory=list)
     bytes: int = 0
     resumed_bytes: int = 0
+    backoffs: int = 0  # pauses before continuing a download that broke off bringing nothing
 
 
 def pull(
@@ -70,7 +71,7 @@ def pull(
         return result
     report = backend.download(run, items, dest, progress=progress)
     result.fetched, result.skipped = report.fetched, report.skipped
-    result.bytes, result.resumed_bytes = report.bytes, report.resumed_bytes
+    result.bytes, result.resumed_bytes, result.backoffs = report.bytes, report.resumed_bytes, report.backoffs
     for item in items:
         if item.dest.name.endswith(".tar.gz"):
             result.unpacked += _unpack(item.dest, fresh=item.dest in report.fetched)
