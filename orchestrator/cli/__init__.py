@@ -67,7 +67,7 @@ app = typer.Typer(
     ),
     epilog="State lives in DL_HOME (default ~/.local/share/dl). Docs: README.md.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # dl --install-completion; arguments complete by orchestrator/cli/completion.py
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, options, render
+from orchestrator.cli import app, completion, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions
@@ -14,7 +14,9 @@ from orchestrator.options import LaunchOptions
 
 @app.command(no_args_is_help=True)
 def plot(
-    run_ids: list[str] = typer.Argument(..., metavar="RUN...", help="One or more run ids."),
+    run_ids: list[str] = typer.Argument(
+        ..., metavar="RUN...", help="One or more run ids.", autocompletion=completion.run_ids
+    ),
     metric: str = typer.Option(None, "--metric", "-m", help="Metric to plot (default: the job's monitored one)."),
     output: Path = typer.Option(None, "--output", "-o", metavar="FILE.png", help="Write a PNG instead (matplotlib)."),
     width: int = typer.Option(78, "--width", min=30, help="Columns of the text chart."),
@@ -45,8 +47,12 @@ def plot(
 
 @app.command()
 def compare(
-    run_ids: list[str] = typer.Argument(None, metavar="[RUN...]", help="Run ids to compare."),
-    sweep: str = typer.Option(None, "--sweep", metavar="ID", help="Every run of this sweep, best first."),
+    run_ids: list[str] = typer.Argument(
+        None, metavar="[RUN...]", help="Run ids to compare.", autocompletion=completion.run_ids
+    ),
+    sweep: str = typer.Option(
+        None, "--sweep", metavar="ID", help="Every run of this sweep, best first.", autocompletion=completion.sweep_ids
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Runs side by side: the parameters that differ between them and their final metrics.
@@ -90,7 +96,9 @@ def comparison_table(result, *, ranked: bool) -> str:
 @app.command(no_args_is_help=True, cls=OptionalGpuCommand)
 @options.launch_options()
 def sweep(
-    job: str = typer.Argument(..., metavar="JOB", help="Job name or path to a job folder."),
+    job: str = typer.Argument(
+        ..., metavar="JOB", help="Job name or path to a job folder.", autocompletion=completion.job_names
+    ),
     set_: list[str] = typer.Option(
         None, "--set", "-s", metavar="KEY=V1,V2,...", help="Values to try (comma-separated); repeatable."
     ),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import app, completion, render
 from orchestrator.jobs import find_job, list_jobs
 
 
 @app.command()
 def jobs(
-    name: str = typer.Argument(None, help="Show one job's parameters in full."),
+    name: str = typer.Argument(None, help="Show one job's parameters in full.", autocompletion=completion.job_names),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List trainjobs and their parameters.

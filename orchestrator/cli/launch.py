@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.cli import app, options, render
+from orchestrator.cli import app, completion, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions, parse_assignments
@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 @app.command(no_args_is_help=True, cls=OptionalGpuCommand)
 @options.launch_options()
 def launch(
-    job: str = typer.Argument(..., metavar="JOB", help="Job name (see `dl jobs`) or path to a job folder."),
+    job: str = typer.Argument(
+        ...,
+        metavar="JOB",
+        help="Job name (see `dl jobs`) or path to a job folder.",
+        autocompletion=completion.job_names,
+    ),
     set_: list[str] = options.SET,
     launch_options: LaunchOptions = None,
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),

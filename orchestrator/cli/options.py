@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperCommand
 
 from orchestrator.backends import get_backend
+from orchestrator.cli import completion
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions, accepting, implied_target, parse_assignments, refused
 
@@ -51,7 +52,7 @@ def _declarations(local_help: str, from_help: tuple[str, str]) -> list[tuple[str
         opt("framework_version", str, metavar="VER", help="PyTorch DLC version."),
         opt("region", str, metavar="REGION", help="AWS region (default from config)."),
         opt("profile", str, metavar="NAME", help="AWS profile."),
-        opt("from_run", str, metavar=from_help[0], help=from_help[1]),
+        opt("from_run", str, metavar=from_help[0], help=from_help[1], autocompletion=completion.run_ids),
         opt("from_optimizer", bool, False, help="With --from: the optimizer state too."),
         opt("allow_secrets", list[str], None, metavar="PATH",
             help="Package this file that looks like a secret, on purpose; repeatable."),

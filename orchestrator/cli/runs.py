@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import app, completion, render
 from orchestrator.errors import UsageError
 
 
 @app.command()
 def runs(
-    job: str = typer.Option(None, "--job", "-j", help="Only runs of this job."),
+    job: str = typer.Option(None, "--job", "-j", help="Only runs of this job.", autocompletion=completion.job_names),
     status: str = typer.Option(None, "--status", help="Only runs in this status, e.g. Completed."),
     target: str = typer.Option(None, "--target", help="Only runs on this target."),
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N runs, newest first (0: all)."),
@@ -52,7 +52,7 @@ def runs(
 
 @app.command(no_args_is_help=True)
 def show(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id (see `dl runs`)."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id (see `dl runs`).", autocompletion=completion.run_ids),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
     """Show one run: status, parameters, metrics, and where its logs, checkpoints and model are.
@@ -148,7 +148,7 @@ def _section(title: str, values: dict) -> None:
 
 @app.command(no_args_is_help=True)
 def logs(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.run_ids),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
 ) -> None:
     """Print a run's log (the training program's output).
@@ -169,7 +169,7 @@ def logs(
 
 @app.command(no_args_is_help=True)
 def stop(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.live_run_ids),
     grace: float = typer.Option(60.0, "--grace", min=0, help="Seconds to wait for a checkpoint before killing."),
 ) -> None:
     """Stop a run gracefully: it saves last.ckpt and ends as Stopped.
@@ -198,7 +198,7 @@ def stop(
 
 @app.command(no_args_is_help=True)
 def resume(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.run_ids),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
 ) -> None:
     """Continue a Failed or Stopped local run from its last checkpoint.
@@ -227,7 +227,7 @@ def resume(
 
 @app.command(no_args_is_help=True)
 def pull(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.run_ids),
     to: Path = typer.Option(None, "--to", help="Destination folder (default ./RUN)."),
     best: bool = typer.Option(False, "--best", help="The best checkpoint (the default)."),
     last: bool = typer.Option(False, "--last", help="The last checkpoint."),

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, options, render
+from orchestrator.cli import app, completion, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.options import LaunchOptions, parse_assignments
 
 schedule_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(schedule_app, name="schedule", help="Retrain on a cron or rate schedule, in AWS or on this machine.")
+SCHEDULE = typer.Argument(..., metavar="NAME", help="Schedule name.", autocompletion=completion.schedule_names)
 
 
 def _when(moment) -> str:
@@ -26,7 +27,9 @@ def _when(moment) -> str:
 )
 def create(
     name: str = typer.Argument(..., metavar="NAME", help="Schedule name (letters, digits, hyphens)."),
-    job: str = typer.Option(..., "--job", "-j", metavar="JOB", help="Job name or folder."),
+    job: str = typer.Option(
+        ..., "--job", "-j", metavar="JOB", help="Job name or folder.", autocompletion=completion.job_names
+    ),
     cron: str = typer.Option(
         ..., "--cron", metavar="EXPR", help='"0 3 * * 1", "cron(0 3 ? * MON *)" or "rate(7 days)".'
     ),
@@ -115,7 +118,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON array
 
 @schedule_app.command(no_args_is_help=True)
 def show(
-    name: str = typer.Argument(..., metavar="NAME"),
+    name: str = SCHEDULE,
     as_json: bool = typer.Option(False, "--json", help="Print the schedule, firings and runs as JSON."),
 ) -> None:
     """Show a schedule: next fire times, and its latest firings and runs with status and metric."""
@@ -153,7 +156,7 @@ def show(
 
 
 @schedule_app.command(no_args_is_help=True)
-def pause(name: str = typer.Argument(..., metavar="NAME")) -> None:
+def pause(name: str = SCHEDULE) -> None:
     """Stop firing until `dl schedule resume`."""
     from orchestrator import scheduling
 
@@ -162,7 +165,7 @@ def pause(name: str = typer.Argument(..., metavar="NAME")) -> None:
 
 
 @schedule_app.command(no_args_is_help=True)
-def resume(name: str = typer.Argument(..., metavar="NAME")) -> None:
+def resume(name: str = SCHEDULE) -> None:
     """Fire again (fire times missed while paused are not caught up)."""
     from orchestrator import scheduling
 
@@ -172,7 +175,7 @@ def resume(name: str = typer.Argument(..., metavar="NAME")) -> None:
 
 
 @schedule_app.command(no_args_is_help=True)
-def delete(name: str = typer.Argument(..., metavar="NAME")) -> None:
+def delete(name: str = SCHEDULE) -> None:
     """Delete a schedule; the runs it started stay."""
     from orchestrator import scheduling
 
@@ -181,7 +184,7 @@ def delete(name: str = typer.Argument(..., metavar="NAME")) -> None:
 
 
 @schedule_app.command(no_args_is_help=True)
-def update(name: str = typer.Argument(..., metavar="NAME")) -> None:
+def update(name: str = SCHEDULE) -> None:
     """Repackage the job folder and pin the new package; shows which files changed."""
     from orchestrator import scheduling
 

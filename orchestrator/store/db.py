@@ -98,6 +98,7 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+DB_NAME = "dl.db"  # the run database, in DL_HOME
 
 
 class Connection:
@@ -105,7 +106,7 @@ class Connection:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.path = home / "dl.db"
+        self.path = home / DB_NAME
         try:
             home.mkdir(parents=True, exist_ok=True)
             probe = home / f".write-test-{os.getpid()}"
