@@ -366,6 +366,7 @@ def test_entry_point_name_rules_match_toolkit(tmp_path):
     assert toolkit["train.py"] and not toolkit["my script.py"]
 
 
+@pytest.mark.train  # the toolkit pip-installs the package's requirements.txt (Lightning, so torch) into this venv
 def test_the_mnist_package_trains_under_the_toolkit_as_it_does_locally(tmp_path):
     """The real thing: dl's package of the mnist job, extracted into code/ the way SageMaker
     extracts sourcedir.tar.gz, trained (two tiny epochs) by AWS's toolkit. It must pass
