@@ -1,4 +1,4 @@
-"""Whole-process speed of the dl CLI, next to a minimal Typer app and the aws CLI (v1).
+"""Whole-process speed of the dl CLI, next to a minimal Typer app (completion on) and the aws CLI (v1).
 
     .venv/bin/python bench/cli_speed.py [--repeat 15] [--runs 10000] [--aws PATH]
 
@@ -32,6 +32,8 @@ OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
 HEAVY = ("torch", "lightning", "pytorch_lightning", "numpy", "boto3", "botocore", "sagemaker")
 AWS_HELP = ["sagemaker", "list-training-jobs", "help"]  # aws v1 rejects `--help` (exit 255)
 AWS_CASE = "aws " + " ".join(AWS_HELP)
+COMPLETE_CASE = "dl show <TAB>"  # bash's completion request for a run id: the 200 newest
+COMPLETE_ENV = {"_DL_COMPLETE": "complete_bash", "COMP_WORDS": "dl show ", "COMP_CWORD": "2"}
 RESULT = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}
 JOBS = {  # job -> (params, metric names)
     "mnist": ({"lr": ["0.001", "0.01"], "batch_size": ["64", "128"], "max_epochs": ["5", "10"]},
@@ -176,13 +178,15 @@ def main() -> int:
             "dl runs": [str(dl), "runs"],
             "dl runs --json": [str(dl), "runs", "--json"],
             "dl runs --limit 0": [str(dl), "runs", "--limit", "0"],
+            COMPLETE_CASE: [str(dl)],
             "typer app --help": [sys.executable, str(BENCH / "minimal_typer_app.py"), "--help"],
         }
+        envs = {COMPLETE_CASE: {**env, **COMPLETE_ENV}}
         if aws:
             cases[AWS_CASE] = [aws, *AWS_HELP]
         for name, argv in list(cases.items()):  # warm-up: caches, .pyc files, and a check that each works
             try:
-                _, out = run_once(argv, env, capture=True)
+                _, out = run_once(argv, envs.get(name, env), capture=True)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 if name != AWS_CASE:
                     sys.exit(str(exc))
@@ -193,11 +197,13 @@ def main() -> int:
                 sys.exit(f"{AWS_CASE} did not print its help page: {out[:300]!r}")
             if name == "dl runs --limit 0" and len(out.splitlines()) != args.runs + 1:
                 sys.exit(f"dl runs --limit 0 printed {len(out.splitlines())} lines, not {args.runs + 1}")
+            if name == COMPLETE_CASE and len(out.split()) != min(args.runs, 200):
+                sys.exit(f"{COMPLETE_CASE} offered {len(out.split())} run ids, not {min(args.runs, 200)}")
         times: dict[str, list[float]] = {name: [] for name in cases}
         names = list(cases)
         for i in range(args.repeat):
             for name in names[i % len(names) :] + names[: i % len(names)]:
-                times[name].append(run_once(cases[name], env)[0])
+                times[name].append(run_once(cases[name], envs.get(name, env))[0])
         heavy = {cmd: heavy_imports(cmd.split()[1:], env) for cmd in ("dl --help", "dl runs")}
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -217,9 +223,11 @@ def main() -> int:
         print(f"| `{name}` | {med[name]:.3f} s | {p90(values):.3f} s | {min(values):.3f} s |")
 
     ratio = med["dl --help"] / med["typer app --help"]
+    completing = med[COMPLETE_CASE]
     checks = [  # (target, goal, measured, passed)
-        ("`dl --help` / typer app `--help`", "≤ 1.5x", f"{ratio:.2f}x", ratio <= 1.5),
+        ("`dl --help` / typer app `--help` (completion on in both)", "≤ 1.5x", f"{ratio:.2f}x", ratio <= 1.5),
         (f"`dl runs`, {args.runs:,} runs", "< 0.300 s", f"{med['dl runs']:.3f} s", med["dl runs"] < 0.3),
+        (f"`{COMPLETE_CASE}`, {args.runs:,} runs", "< 0.300 s", f"{completing:.3f} s", completing < 0.3),
     ]
     ratio = med["dl runs"] / med[AWS_CASE] if aws else 0.0
     checks.append(("`dl runs` / aws help", "< 1x", f"{ratio:.2f}x" if aws else "-", ratio < 1 if aws else None))

@@ -1,11 +1,12 @@
-"""The fair baseline for `dl --help`: a minimal two-command Typer app with Typer's defaults.
+"""The fair baseline for `dl --help`: a minimal two-command Typer app with Typer's defaults,
+shell completion on (as dl has it: --install-completion and --show-completion).
 
 Run by the same Python, in the same venv, as dl (so the same typer, click and rich).
 """
 
 import typer
 
-app = typer.Typer(help="A minimal two-command Typer app.")
+app = typer.Typer(help="A minimal two-command Typer app.", add_completion=True)
 
 
 @app.command()

@@ -4,14 +4,17 @@ The ``train`` marker: a test that needs the ``train`` extra (torch, torchvision,
 scikit-learn, matplotlib) is marked ``@pytest.mark.train``; a file whose every test does, at its
 top with ``pytestmark = pytest.mark.train`` (only such a file may import them at its top). A test
 needs it when it trains or smoke-tests (``dl launch``/``sweep``/``schedule create`` of a local
-run, ``--dry-run``), uses a fixture that does, plots a PNG, or imports one of those libraries.
-``pytest -m "not train"`` runs the rest in a venv without the extra (README, "Tests").
+run, ``--dry-run``, AWS's toolkit on a real package), uses a fixture that does, plots a PNG, or
+imports one of those libraries. ``pytest -m "not train"`` runs the rest in a venv without the
+extra (README, "Two commands").
 
 The marker is enforced: while an unmarked test runs (setup and teardown included) these
 libraries cannot be imported, in this process or in any Python it starts that keeps PYTHONPATH
 (stand-ins that raise come first on it), so a test that needs them and lacks the marker fails
 in a venv that has them too, with an error that names it. In this process they can still be
-found (``importlib.util.find_spec``) without being imported, as where they are installed.
+found (``importlib.util.find_spec``) without being imported, as where they are installed. A
+Python started with an environment of its own (the conformance tests start AWS's toolkit so)
+escapes the stand-ins: running ``-m "not train"`` in a venv without the extra is the last word.
 """
 
 from __future__ import annotations
