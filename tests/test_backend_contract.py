@@ -141,6 +141,7 @@ def test_a_capability_cannot_be_claimed_without_its_method():
     assert str(caught.value) == "The partial target cannot resume runs."
 
 
+@pytest.mark.train
 def test_the_api_checks_a_capability_before_calling(dl_home, monkeypatch):
     """A target without a feature gets one line from the API, not an AttributeError."""
     from orchestrator.backends.local import LocalBackend
@@ -171,6 +172,7 @@ def test_check_refuses_a_channel_it_cannot_read(harness, tmp_path):
 # -- a run from start to end -------------------------------------------------------------------
 
 
+@pytest.mark.train
 def test_submit_refresh_logs_artifacts_pull_and_stop_keep_their_contracts(harness, tmp_path):
     backend = get_backend(harness.target)
     plan = api.plan("mnist", target=harness.target, overrides=TINY, options=harness.options)

@@ -164,7 +164,7 @@ def test_completing_a_run_id_imports_nothing_heavy(home):
         "import json, sys\n"
         "from orchestrator.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = {'boto3', 'botocore', 'torch', 'lightning', 'numpy', 'orchestrator.api', 'orchestrator.backends'}\n"
+        "heavy = {'boto3', 'botocore', 'torch', 'lightning', 'numpy', 'orchestrator.api'}\n"
         "print(json.dumps(sorted(heavy & set(sys.modules))))\n"
     )
     env = {**os.environ, "COMP_WORDS": "dl show ", "COMP_CWORD": "2", "_DL_COMPLETE": "complete_bash"}

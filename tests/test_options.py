@@ -71,6 +71,7 @@ def test_an_option_the_target_does_not_take_is_one_line_naming_the_flag(dl_home,
     assert open_store().count() == 0 and not (dl_home / "packages").exists()  # refused before packaging
 
 
+@pytest.mark.train
 def test_the_api_takes_the_object_or_its_fields():
     the_plan = api.plan(str(MNIST), options=LaunchOptions(target="local"), overrides={"max_epochs": "1"})
     assert the_plan.target == "local" and the_plan.options.target == "local" and the_plan.data == {}
@@ -162,6 +163,7 @@ def _old_database(home, spec: dict, package_hash: str) -> None:
     db.close()
 
 
+@pytest.mark.train
 def test_a_schedule_stored_by_an_older_dl_is_migrated_shown_and_fires(dl_home, tmp_path):
     from orchestrator import settings
     from orchestrator.jobs import find_job

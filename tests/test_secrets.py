@@ -155,6 +155,7 @@ def test_a_file_holding_a_credential_is_refused_naming_file_line_and_kind_never_
     assert not cache.exists() or not any(cache.iterdir())  # nothing was packaged
 
 
+@pytest.mark.train
 def test_the_issue_s_settings_local_py_is_refused_through_the_cli(dl_home, tmp_path):
     job = tmp_path / "mnist"
     shutil.copytree(MNIST, job, ignore=shutil.ignore_patterns("__pycache__"))
@@ -271,6 +272,7 @@ def test_allow_names_the_secrets_to_send_and_must_name_a_file_of_the_job(tmp_pat
     assert_one_line(info.value)
 
 
+@pytest.mark.train
 def test_a_schedule_keeps_its_allowed_secrets_for_update_and_refuses_new_ones(dl_home, tmp_path):
     key_id, secret = aws_pair("sched")
     job = write_job(tmp_path / "toy", {"conf/aws.py": f"K = '{key_id}'\nS = '{secret}'\n"})
@@ -380,6 +382,7 @@ def test_a_damaged_cached_package_is_built_again_and_the_user_told(tmp_path, dam
     assert build(job_dir, cache).notes == []
 
 
+@pytest.mark.train
 def test_a_truncated_cache_does_not_block_a_launch_and_is_reported(dl_home, tmp_path):
     job = tmp_path / "mnist"
     shutil.copytree(MNIST, job, ignore=shutil.ignore_patterns("__pycache__"))
@@ -394,6 +397,7 @@ def test_a_truncated_cache_does_not_block_a_launch_and_is_reported(dl_home, tmp_
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == plan["package"]["sha256"]
 
 
+@pytest.mark.train
 def test_a_schedule_fires_its_pinned_package_only_when_it_still_hashes_to_its_pin(dl_home, tmp_path, monkeypatch):
     job = write_job(tmp_path / "toy")
     schedule = scheduling.create("nightly", str(job), expression="0 3 * * *", target="local")
