@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from orchestrator.backends.local import process
 from tests.conftest import MNIST, REPO, TINY, invoke, launched_id, runs_json, wait_for
+
+pytestmark = pytest.mark.train  # every test here launches a local run of mnist
 
 
 def _dl(*args: str, fault: str | None = None, faults: Path | None = None) -> subprocess.CompletedProcess:
