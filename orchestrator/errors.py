@@ -11,6 +11,8 @@ class DlError(Exception):
     """An error with a cause the user can fix. ``exit_code`` is what the CLI returns."""
 
     exit_code = 1
+    # What a run that this error kept from starting failed of (a failures.FailureKind value); None: unknown.
+    failure_kind: str | None = None
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)

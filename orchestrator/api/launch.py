@@ -14,6 +14,7 @@ from orchestrator.api.query import refresh
 from orchestrator.backends import REGISTRY, Capability, LaunchSpec, get_backend, require, supports
 from orchestrator.backends.base import SmokeResult
 from orchestrator.errors import ArtifactError, UsageError
+from orchestrator.failures import of_error
 from orchestrator.jobs import Job, find_job
 from orchestrator.options import LaunchOptions, check_accepted
 from orchestrator.store import Run, RunStatus, open_store
@@ -232,7 +233,8 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
         # outcome: an interrupt here (Ctrl-C) must not call a running run Failed.
         if not store.get(run.id).backend_state.get("handed_over"):
             why = "the launch was interrupted." if isinstance(exc, KeyboardInterrupt) else str(exc)
-            store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {why}")
+            kind = of_error(exc)
+            store.mark_finished(run.id, RunStatus.FAILED, failure_reason=f"Could not start: {why}", failure_kind=kind)
         raise
     return store.get(run.id)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from orchestrator.backends import Capability, get_backend, require, supports
 from orchestrator.errors import ArtifactError, UsageError
+from orchestrator.failures import FailureKind
 from orchestrator.jobs import find_job
 from orchestrator.store import Run, RunStatus, Store, open_store
 
@@ -26,13 +27,17 @@ def list_runs(
     target: str | None = None,
     sort: str | None = None,
     sweep: str | None = None,
+    failure_kind: str | None = None,
 ) -> list[Run]:
     """Runs, newest first; with ``sort`` ("METRIC", "METRIC:desc" or "METRIC:asc"), ranked by that
-    final metric (descending unless ``:asc``), runs without it last, then ``limit`` applied."""
+    final metric (descending unless ``:asc``), runs without it last, then ``limit`` applied.
+    ``failure_kind``: only runs that did not complete for that reason (failures.FailureKind)."""
     store = open_store()
     wanted = RunStatus.parse(status) if status else None
+    kind = FailureKind.parse(failure_kind) if failure_kind else None
     order = parse_sort(sort) if sort else None
-    runs = store.list(job=job, status=wanted, target=target, limit=None if order else limit, sweep=sweep)
+    runs = store.list(job=job, status=wanted, target=target, limit=None if order else limit, sweep=sweep,
+                      failure_kind=kind)  # fmt: skip
     by_target: dict[str, list[Run]] = {}
     for run in runs:
         if not run.status.is_terminal:

@@ -15,6 +15,9 @@ def runs(
     job: str = typer.Option(None, "--job", "-j", help="Only runs of this job.", autocompletion=completion.job_names),
     status: str = typer.Option(None, "--status", help="Only runs in this status, e.g. Completed."),
     target: str = typer.Option(None, "--target", help="Only runs on this target."),
+    failure_kind: str = typer.Option(
+        None, "--failure-kind", metavar="KIND", help="Only runs that did not complete for this reason, e.g. capacity."
+    ),
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N runs, newest first (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of runs."),
     sync: bool = typer.Option(False, "--sync", help="First import the runs cloud schedules started (found in AWS)."),
@@ -28,6 +31,7 @@ def runs(
     [bold]Examples[/bold]
       dl runs
       dl runs --job mnist --status Completed -n 5
+      dl runs --failure-kind out_of_memory
       dl runs --job playground --sort val_acc
       dl runs --sort val_loss:asc -n 3
       dl runs --json | jq '.[0].metrics'
@@ -41,7 +45,9 @@ def runs(
         imported = scheduling.sync()
         if imported:
             typer.echo(f"Imported {len(imported)} run(s) started by schedules.", err=True)
-    found = api.list_runs(job=job, status=status, target=target, limit=limit or None, sort=sort)
+    found = api.list_runs(
+        job=job, status=status, target=target, limit=limit or None, sort=sort, failure_kind=failure_kind
+    )
     if as_json:
         render.print_json([run.to_json() for run in found])
     elif not found:
@@ -76,6 +82,8 @@ def show(
     ]
     if run.failure_reason:
         rows.append(("Failure", run.failure_reason))
+    if run.failure_kind:
+        rows.append(("Kind", f"{run.failure_kind.value}: {run.failure_kind.fix(run.id, run.job)}"))
     commit = "-"
     if run.git_commit:
         commit = run.git_commit[:12] + (" (uncommitted changes)" if run.git_dirty else "")

@@ -96,6 +96,11 @@ _MIGRATIONS: list[str] = [
                     'allow_secrets', json(json_extract(spec, '$.allow_secrets')))
     ));
     """,
+    # 5: why a run did not complete (failures.FailureKind); runs that ended before it have none.
+    """
+    ALTER TABLE runs ADD COLUMN failure_kind TEXT;
+    CREATE INDEX runs_failure_kind ON runs (failure_kind, created_at DESC);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 DB_NAME = "dl.db"  # the run database, in DL_HOME

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from orchestrator.backends import public_state_keys
 from orchestrator.errors import RunNotFound, UsageError
+from orchestrator.failures import FailureKind, default_for
 
 
 class RunStatus(StrEnum):
@@ -68,6 +69,7 @@ class Run:
     schedule: str | None = None  # the schedule that started it
     promotion: dict = field(default_factory=dict)  # the schedule's decision on it (moved best or not)
     sweep: str | None = None  # the sweep (dl sweep) it belongs to
+    failure_kind: FailureKind | None = None  # why a Failed or Stopped run did not complete
 
     @property
     def duration(self) -> float | None:
@@ -79,6 +81,7 @@ class Run:
         """The stable, documented shape that `--json` prints."""
         out = asdict(self)
         out["status"] = self.status.value
+        out["failure_kind"] = self.failure_kind.value if self.failure_kind else None
         out["terminal"] = self.status.is_terminal
         for key in ("created_at", "started_at", "ended_at"):
             out[key] = _iso(out[key])
@@ -103,7 +106,7 @@ _COLUMNS = [
     "id", "job", "target", "status", "params", "package_hash", "git_commit", "git_dirty",
     "created_at", "started_at", "ended_at", "failure_reason", "metrics", "data", "job_dir",
     "log_uri", "checkpoint_uri", "model_uri", "output_uri", "backend_state", "schedule", "promotion",
-    "sweep",
+    "sweep", "failure_kind",
 ]  # fmt: skip
 
 
@@ -139,8 +142,12 @@ class RunTable:
         limit: int | None = None,
         schedule: str | None = None,
         sweep: str | None = None,
+        failure_kind: FailureKind | None = None,
     ) -> list[Run]:
         where, args = [], []
+        if failure_kind:
+            where.append("failure_kind = ?")
+            args.append(failure_kind.value)
         if sweep:
             where.append("sweep = ?")
             args.append(sweep)
@@ -238,6 +245,7 @@ class RunTable:
             allowed_from=(RunStatus.FAILED, RunStatus.STOPPED),
             ended_at=None,
             failure_reason=None,
+            failure_kind=None,
         )
 
     def mark_stopping(self, run_id: str) -> bool:
@@ -251,10 +259,16 @@ class RunTable:
         failure_reason: str | None = None,
         metrics: dict | None = None,
         ended_at: float | None = None,
+        failure_kind: FailureKind | None = None,
     ) -> bool:
+        """``failure_kind``: why it did not complete, when the caller knows; else stopped for
+        Stopped and what ``failure_reason`` names for Failed (failures.default_for)."""
         if not status.is_terminal:
             raise ValueError(f"{status} is not terminal")
-        fields: dict = {"ended_at": ended_at or time.time(), "failure_reason": failure_reason}
+        if status is RunStatus.COMPLETED:
+            failure_kind = None
+        kind = failure_kind or default_for(status.value, failure_reason)
+        fields: dict = {"ended_at": ended_at or time.time(), "failure_reason": failure_reason, "failure_kind": kind}
         if metrics is not None:
             fields["metrics"] = metrics
         return self._transition(
@@ -282,6 +296,8 @@ def _encode(key: str, value):
         return value.value
     if key == "git_dirty" and value is not None:
         return int(value)
+    if key == "failure_kind" and value is not None:
+        return FailureKind(value).value
     return value
 
 
@@ -294,6 +310,7 @@ def _row_to_run(row: tuple) -> Run:
     for key in _JSON_FIELDS:
         values[key] = json.loads(values[key] or "{}")
     values["status"] = RunStatus(values["status"])
+    values["failure_kind"] = FailureKind(values["failure_kind"]) if values["failure_kind"] else None
     if values["git_dirty"] is not None:
         values["git_dirty"] = bool(values["git_dirty"])
     return Run(**values)

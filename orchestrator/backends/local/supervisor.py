@@ -24,6 +24,7 @@ from pathlib import Path
 from orchestrator.backends import runtime_io
 from orchestrator.backends.local import contract, process
 from orchestrator.backends.local.rundir import child_env, container_spec, log_file
+from orchestrator.failures import of_program
 from orchestrator.store import Run, RunStatus, Store
 
 EXIT_STOPPED = 143
@@ -130,8 +131,10 @@ def settle(
     elif stop_seen or state.get("stop_requested") or returncode == EXIT_STOPPED:
         store.mark_finished(run_id, RunStatus.STOPPED, metrics=metrics)
     else:
+        # The trainer's exit says the kind; found later with nobody to say, the reason does (failures.default_for).
+        kind = of_program(returncode, reason or "") if returncode is not None else None
         reason = reason or unaccounted(base, state)
-        store.mark_finished(run_id, RunStatus.FAILED, failure_reason=reason, metrics=metrics)
+        store.mark_finished(run_id, RunStatus.FAILED, failure_reason=reason, metrics=metrics, failure_kind=kind)
     return store.get(run_id)
 
 

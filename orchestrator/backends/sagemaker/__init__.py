@@ -20,6 +20,7 @@ from orchestrator.backends import runtime_io
 from orchestrator.backends.base import Artifact, LaunchSpec
 from orchestrator.backends.sagemaker import request as req
 from orchestrator.errors import UsageError
+from orchestrator.failures import FailureKind, from_reason
 from orchestrator.store import Run, RunStatus, Store
 
 # Managed spot usually saves 60-90% against on-demand; estimates use 70% off.
@@ -182,6 +183,19 @@ def _clients(region: str | None, profile: str | None, environment: tuple):
     return Aws(region, profile)
 
 
+def failure_kind(job: dict) -> FailureKind | None:
+    """Why a finished training job did not complete, from DescribeTrainingJob: a Stopped job at
+    its MaxRuntime is a timeout, at spot's MaxWaitTime (or interrupted) a spot failure, else
+    stopped; a Failed one is what its FailureReason names (user code for an AlgorithmError)."""
+    status, secondary = job.get("TrainingJobStatus"), job.get("SecondaryStatus")
+    if status == "Stopped":
+        return {"MaxRuntimeExceeded": FailureKind.TIMEOUT, "MaxWaitTimeExceeded": FailureKind.SPOT,
+                "Interrupted": FailureKind.SPOT}.get(secondary, FailureKind.STOPPED)  # fmt: skip
+    if status == "Failed":
+        return from_reason(job.get("FailureReason"))
+    return None
+
+
 class SageMakerBackend:
     """Features: stop, follow logs, pull, refresh many, ready, schedules (base.py). No resume: SageMaker
     resumes spot interruptions itself; a stopped run continues as a new run (``--from``)."""
@@ -339,6 +353,7 @@ class SageMakerBackend:
                 failure_reason=job.get("FailureReason") if status is RunStatus.FAILED else None,
                 metrics=final or metrics or run.metrics,
                 ended_at=end.timestamp() if end else None,
+                failure_kind=failure_kind(job),
             )
         elif status is RunStatus.STOPPING:
             store.mark_stopping(run.id)

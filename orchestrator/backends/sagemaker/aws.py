@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import BackendError, DlError, UsageError
+from orchestrator.failures import FailureKind
 
 
 class AwsError(BackendError):
@@ -27,11 +28,21 @@ class AwsError(BackendError):
 
 
 class CredentialsError(AwsError):
-    pass
+    failure_kind = FailureKind.PERMISSION
+
+
+class AccessError(AwsError):
+    """AWS refused an action: a missing IAM permission, or a role SageMaker cannot assume."""
+
+    failure_kind = FailureKind.PERMISSION
 
 
 class QuotaError(AwsError):
-    pass
+    failure_kind = FailureKind.QUOTA
+
+
+class CapacityError(AwsError):
+    failure_kind = FailureKind.CAPACITY
 
 
 def _session(region: str | None, profile: str | None):
@@ -292,7 +303,7 @@ def classify(exc, doing: str, request: dict | None = None) -> AwsError:
     if code in ("AccessDenied", "AccessDeniedException", "403", "Forbidden"):
         action = re.search(r"perform: ([\w:*-]+)", message)
         what = f" is not allowed to {action.group(1)}" if action else " lacks a permission"
-        return AwsError(
+        return AccessError(
             f"Access denied while {doing}: your identity{what}.",
             "Grant it in IAM (dl's infra/ template has the least-privilege policy), or use another profile.",
         )
@@ -304,12 +315,12 @@ def classify(exc, doing: str, request: dict | None = None) -> AwsError:
             f"'{instance} for training job usage'{' (spot)' if spot else ''}, or pick another --gpu.",
         )
     if code in ("CapacityError", "InsufficientInstanceCapacity") or "capacity" in message.lower():
-        return AwsError(
+        return CapacityError(
             f"AWS has no capacity for {instance} right now ({message.rstrip('.')}).",
             "Try --spot with a longer wait, another --gpu, or another region.",
         )
     if code == "ValidationException" and "role" in message.lower() and ("assume" in message.lower()):
-        return AwsError(
+        return AccessError(
             f"SageMaker cannot assume the execution role ({message.rstrip('.')}).",
             "The role must trust sagemaker.amazonaws.com; `dl infra deploy` creates one, `dl doctor` checks it.",
         )
