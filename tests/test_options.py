@@ -146,8 +146,8 @@ def test_sweep_takes_every_launch_option(aws, moto_endpoint, tmp_path, monkeypat
 
 
 def _old_database(home, spec: dict, package_hash: str) -> None:
-    """A DL_HOME as dl wrote it at schema 3: a local schedule whose spec holds ``data`` beside a
-    flat, unversioned ``options`` dict."""
+    """A DL_HOME as dl wrote it at schema 3: a local schedule whose spec holds ``data`` and
+    ``allow_secrets`` beside a flat, unversioned ``options`` dict."""
     home.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(home / "dl.db", isolation_level=None)
     for migration in store._MIGRATIONS[:3]:
@@ -176,14 +176,16 @@ def test_a_schedule_stored_by_an_older_dl_is_migrated_shown_and_fires(dl_home, t
     params = job.resolve({"max_epochs": "1", "limit_train_batches": "2", "limit_val_batches": "1"})
     spec = {"params": params, "data": {"extra": str(digits)}, "options": {}, "overrides": {"max_epochs": "1"},
             "job_dir": str(job.path), "files": scheduling.package_files(package.path), "from_schedule": None,
-            "retries": None, "window_minutes": None}  # fmt: skip
+            "retries": None, "window_minutes": None, "allow_secrets": ["notes.pem"]}  # fmt: skip
     _old_database(dl_home, spec, package.sha256)
 
     shown = json.loads(invoke("schedule", "show", "old", "--json").stdout)
     assert shown["data"] == {"extra": str(digits)} and shown["options"] == {} and shown["target"] == "local"
     migrated = open_store().get_schedule("old").spec
-    assert migrated["options"] == {"version": 1, "target": "local", "data": {"extra": str(digits)}}
-    assert "data" not in migrated and migrated["params"] == json.loads(json.dumps(params))
+    assert migrated["options"] == {"version": 1, "target": "local", "data": {"extra": str(digits)},
+                                   "allow_secrets": ["notes.pem"]}  # fmt: skip
+    assert "data" not in migrated and "allow_secrets" not in migrated
+    assert migrated["params"] == json.loads(json.dumps(params))
 
     [decision] = scheduling.tick(time.time())
     assert decision.action == "started", decision.note

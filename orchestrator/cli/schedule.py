@@ -83,7 +83,7 @@ def _schedule_json(schedule, fires) -> dict:
     out.pop("spec")
     stored = LaunchOptions.from_json(schedule.spec["options"])
     out["params"], out["data"] = schedule.spec.get("params", {}), dict(stored.data)
-    out["options"] = {k: v for k, v in stored.given().items() if k not in ("target", "data")}
+    out["options"] = {k: v for k, v in stored.given().items() if k not in ("target", "data", "allow_secrets")}
     for key in ("created_at", "updated_at", "last_fire_at"):
         out[key] = render_iso(out[key])
     out["next_fires"] = [m.isoformat() for m in fires]
