@@ -27,6 +27,7 @@ def shown_kind(run_id: str) -> str:
     return line.removeprefix("Kind").strip()
 
 
+@pytest.mark.train
 def test_a_local_bug_is_user_code_shown_with_its_fix_and_filterable(dl_home, broken_job):
     result = invoke("launch", str(broken_job), "--local", "--follow", *TINY)
     assert result.exit_code == 1
@@ -46,6 +47,7 @@ def test_a_local_bug_is_user_code_shown_with_its_fix_and_filterable(dl_home, bro
     ]
 
 
+@pytest.mark.train
 def test_a_local_allocation_no_machine_can_make_is_out_of_memory(dl_home, tmp_path):
     # A real allocation failure: 2**60 bytes is beyond any address space, so torch's CPU allocator
     # fails at once, as it does when a batch does not fit (without taking this machine's memory).
@@ -63,6 +65,7 @@ def test_a_local_allocation_no_machine_can_make_is_out_of_memory(dl_home, tmp_pa
     assert shown_kind(run["id"]).startswith("out_of_memory: Lower the batch size")
 
 
+@pytest.mark.train
 def test_a_stopped_local_run_is_stopped(dl_home):
     from orchestrator import api
 
