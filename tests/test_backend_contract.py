@@ -227,3 +227,41 @@ def test_the_registry_is_the_list_of_targets(monkeypatch, tmp_path):
     with pytest.raises(DlError) as caught:
         load_settings(environ={"DL_TARGET": "nowhere", "DL_REGION": REGION})
     assert all(target in caught.value.hint for target in TARGETS)
+
+
+def test_only_a_backends_own_folder_imports_its_sdk():
+    """boto3 and botocore are imported under backends/sagemaker/ only (and there inside functions)."""
+    import ast
+
+    import orchestrator
+
+    package = Path(orchestrator.__file__).parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        inside = path.is_relative_to(package / "backends" / "sagemaker")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] in ("boto3", "botocore") for n in names) and not inside:
+                offenders.append(str(path.relative_to(package)))
+    assert offenders == []
+
+
+def test_a_backend_adds_its_commands_and_doctor_checks_through_its_features():
+    """`dl infra`, `dl gpus` and the AWS lines of `dl doctor` come from the sagemaker backend's
+    features, and `dl --help` shows them without importing boto3."""
+    import subprocess
+    import sys
+
+    backend = get_backend("sagemaker")
+    assert {Capability.COMMANDS, Capability.DOCTOR} <= capabilities(backend)
+    code = (
+        "import sys\nfrom typer.main import get_command\nfrom orchestrator.cli import app\n"
+        "names = sorted(get_command(app).commands)\n"
+        "print(','.join(names), any(m.split('.')[0] in ('boto3', 'botocore') for m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert {"infra", "gpus", "doctor"} <= set(out[0].split(",")) and out[1] == "False"
+    skipped = backend.doctor_checks(None, {"gpu": None})  # settings could not be read: each skipped
+    assert [c.name for c in skipped] == ["region", "credentials", "stack", "bucket", "role", "quota"]
+    assert {c.status for c in skipped} == {"skip"}

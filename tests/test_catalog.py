@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import catalog
-from orchestrator.catalog import Catalog, choose, load
+from orchestrator.backends.sagemaker import catalog
+from orchestrator.backends.sagemaker.catalog import Catalog, choose, load
 from orchestrator.cli import app
 from orchestrator.errors import UsageError
 
@@ -296,6 +296,20 @@ def test_dl_gpus_region_from_env(monkeypatch, no_region_env):
     assert "for eu-central-1 as of 2026-11-25" in result.output
     expected = f"{load().price('ml.g5.xlarge', 'eu-central-1'):.2f}"
     assert [row for row in _rows(result.output) if row[0] == "ml.g5.xlarge"][0][-2] == expected
+
+
+def test_dl_gpus_region_from_dl_toml_beats_aws_region(monkeypatch, no_region_env, tmp_path):
+    """README's precedence: dl.toml's aws.region outranks a region left over in the shell (AWS_REGION);
+    DL_REGION and --region outrank dl.toml."""
+    (tmp_path / "dl.toml").write_text('[aws]\nregion = "eu-west-1"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    result = invoke("gpus", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["region"] == "eu-west-1"
+    monkeypatch.setenv("DL_REGION", "eu-central-1")
+    assert json.loads(invoke("gpus", "--json").output)["region"] == "eu-central-1"
+    assert json.loads(invoke("gpus", "--json", "--region", "us-west-2").output)["region"] == "us-west-2"
 
 
 def test_dl_gpus_json(no_region_env):

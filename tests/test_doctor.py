@@ -18,8 +18,10 @@ from unittest.mock import Mock
 
 import pytest
 
-from orchestrator import doctor, infra
+from orchestrator import doctor
 from orchestrator.backends.sagemaker import account as account_mod
+from orchestrator.backends.sagemaker import doctor as aws_doctor
+from orchestrator.backends.sagemaker import infra
 from orchestrator.backends.sagemaker.account import Account, Quota, find_quota, trusted_services
 from orchestrator.backends.sagemaker.aws import Aws, AwsError
 from tests.conftest import REGION, invoke
@@ -282,6 +284,6 @@ def test_trust_policies_in_their_several_shapes():
 def test_quota_names_match_service_quotas_ignoring_case():
     quotas = [{"QuotaName": "ml.g5.xlarge for spot training job usage", "Value": 0.0},
               {"QuotaName": "ML.G5.XLARGE for training job usage", "Value": 1.0}]  # fmt: skip
-    assert find_quota(quotas, doctor.quota_name("ml.g5.xlarge", spot=False))["Value"] == 1.0
-    assert find_quota(quotas, doctor.quota_name("ml.g5.xlarge", spot=True))["Value"] == 0.0
+    assert find_quota(quotas, aws_doctor.quota_name("ml.g5.xlarge", spot=False))["Value"] == 1.0
+    assert find_quota(quotas, aws_doctor.quota_name("ml.g5.xlarge", spot=True))["Value"] == 0.0
     assert find_quota(quotas, "ml.p5.48xlarge for training job usage") is None

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends.sagemaker import image_table
+from orchestrator.backends.sagemaker.catalog import load
 from orchestrator.backends.sagemaker.images import (
     DEFAULT_FRAMEWORK_VERSION,
     DEFAULT_PY_VERSION,
     supported_versions,
     training_image,
 )
-from orchestrator.catalog import load
 from orchestrator.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -33,8 +33,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator import config, infra
+from orchestrator import config
 from orchestrator.backends.sagemaker import account as account_mod
+from orchestrator.backends.sagemaker import infra
 from orchestrator.backends.sagemaker.account import Account, Change, ChangeSet, Stack, StackEvent
 from orchestrator.backends.sagemaker.aws import Aws
 from orchestrator.cli import app

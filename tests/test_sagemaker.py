@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import catalog
+from orchestrator.backends.sagemaker import catalog
 from orchestrator.store import open_store
 from tests.conftest import BUCKET, MNIST, REGION, invoke, load_job_module, runs_json
 from tests.sagemaker_double import LOG_GROUP, MotoProxy, aws_json, patched, play_training_job, put_log_lines

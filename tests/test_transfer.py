@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import api, transfer
+from orchestrator import api, pulls
+from orchestrator.backends.sagemaker import transfer
 from orchestrator.store import Run, RunStatus, open_store
 from tests.conftest import BUCKET, REGION, invoke, wait_for
 from tests.s3_faults import S3Faults, gets, puts
@@ -117,7 +118,7 @@ def leftovers(folder: Path) -> list[Path]:
 
 
 def manifest(folder: Path) -> dict:
-    return json.loads((folder / transfer.MANIFEST).read_text())
+    return json.loads((folder / pulls.MANIFEST).read_text())
 
 
 def pull(*args: str):

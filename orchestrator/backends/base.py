@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from orchestrator.options import LaunchOptions
 
 if TYPE_CHECKING:
+    import typer
+
     from orchestrator.api import Plan
+    from orchestrator.config import Settings
+    from orchestrator.doctor import Check
     from orchestrator.jobs import Job
     from orchestrator.packaging import Package
     from orchestrator.store import Run, Schedule, Store
@@ -35,6 +39,8 @@ class Capability(StrEnum):
     READY = "ready"
     RESERVE = "reserve"
     SCHEDULES = "schedules"
+    DOCTOR = "doctor"
+    COMMANDS = "commands"
 
 
 @dataclass
@@ -214,6 +220,20 @@ class SupportsSchedules(Protocol):
         """This target's :class:`Scheduler`."""
 
 
+@runtime_checkable
+class SupportsDoctor(Protocol):
+    def doctor_checks(self, settings: Settings | None, options: dict[str, object]) -> list[Check]:
+        """This target's lines of `dl doctor`, in order (``settings`` None: they could not be read,
+        so each check is skipped; ``options``: the command's, e.g. gpu). Costs and changes nothing."""
+
+
+@runtime_checkable
+class SupportsCommands(Protocol):
+    def register_commands(self, app: typer.Typer) -> None:
+        """Add this backend's own commands to ``app`` (dl's command line). Runs on every `dl`,
+        `dl --help` included: it imports no SDK, only the commands' modules."""
+
+
 FEATURES: dict[Capability, type] = {
     Capability.STOP: SupportsStop,
     Capability.FOLLOW_LOGS: SupportsFollowLogs,
@@ -224,6 +244,8 @@ FEATURES: dict[Capability, type] = {
     Capability.READY: SupportsReady,
     Capability.RESERVE: SupportsReserve,
     Capability.SCHEDULES: SupportsSchedules,
+    Capability.DOCTOR: SupportsDoctor,
+    Capability.COMMANDS: SupportsCommands,
 }
 
 _CANNOT = {
@@ -236,6 +258,8 @@ _CANNOT = {
     Capability.READY: "check readiness",
     Capability.RESERVE: "reserve run ids",
     Capability.SCHEDULES: "run schedules",
+    Capability.DOCTOR: "check itself",
+    Capability.COMMANDS: "add commands",
 }
 
 

@@ -93,12 +93,24 @@ def _root(
 from orchestrator.cli import compare as _compare  # noqa: E402,F401
 from orchestrator.cli import config as _config  # noqa: E402,F401
 from orchestrator.cli import doctor as _doctor  # noqa: E402,F401
-from orchestrator.cli import gpus as _gpus  # noqa: E402,F401
-from orchestrator.cli import infra as _infra  # noqa: E402,F401
 from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers commands)
 from orchestrator.cli import launch as _launch  # noqa: E402,F401
 from orchestrator.cli import runs as _runs  # noqa: E402,F401
 from orchestrator.cli import schedule as _schedule  # noqa: E402,F401
+
+
+def _add_backend_commands() -> None:
+    """Each registered backend's own commands (`dl infra`, `dl gpus` from sagemaker), the way
+    Metaflow's plugins add their CLI groups; a backend adds them without importing its SDK."""
+    from orchestrator.backends import REGISTRY, Capability, get_backend, supports
+
+    for target in REGISTRY:
+        backend = get_backend(target)
+        if supports(backend, Capability.COMMANDS):
+            backend.register_commands(app)
+
+
+_add_backend_commands()
 
 
 def main() -> None:

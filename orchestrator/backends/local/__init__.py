@@ -318,7 +318,7 @@ class LocalBackend:
 
     def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
         """Copy artifacts out of the run folder: verified, renamed into place, unchanged ones skipped."""
-        from orchestrator.transfer import Report, load_manifest, save_manifest
+        from orchestrator.pulls import Report, load_manifest, save_manifest
 
         manifest = load_manifest(root)
         report = Report()

@@ -44,8 +44,8 @@ def settings_for(spec: LaunchSpec):
 def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
     """Settings + catalog + image tables → where the run goes. With ``dry_run``, missing
     bucket/role become visible placeholders instead of errors."""
+    from orchestrator.backends.sagemaker.catalog import choose
     from orchestrator.backends.sagemaker.images import DEFAULT_FRAMEWORK_VERSION, training_image
-    from orchestrator.catalog import choose
     from orchestrator.config import require
 
     cfg = settings_for(spec)
@@ -146,7 +146,7 @@ def request_for(
 
 def estimate(placement: req.Placement) -> dict:
     """On-demand and spot cost of the longest the run may take (max hours × nodes)."""
-    from orchestrator.catalog import load
+    from orchestrator.backends.sagemaker.catalog import load
 
     hourly = load().price(placement.instance_type, placement.region) * placement.nodes
     worst = hourly * placement.max_hours
@@ -197,8 +197,9 @@ def failure_kind(job: dict) -> FailureKind | None:
 
 
 class SageMakerBackend:
-    """Features: stop, follow logs, pull, refresh many, ready, schedules (base.py). No resume: SageMaker
-    resumes spot interruptions itself; a stopped run continues as a new run (``--from``)."""
+    """Features: stop, follow logs, pull, refresh many, ready, schedules, doctor, commands (base.py).
+    No resume: SageMaker resumes spot interruptions itself; a stopped run continues as a new run
+    (``--from``)."""
 
     name = "sagemaker"
     public_state_keys = (
@@ -225,10 +226,22 @@ class SageMakerBackend:
                     f"Upload it under the bucket's prefix ({upload}) and pass that URI.",
                 )
         # An unknown GPU or a count no instance type has is bad input: say so before a run is recorded.
-        from orchestrator.catalog import choose
+        from orchestrator.backends.sagemaker.catalog import choose
 
         cfg = settings_for(spec)
         choose(cfg.gpu or None, cfg.instance_type or None, nodes=spec.options.nodes or 1)
+
+    def register_commands(self, app) -> None:
+        """`dl infra` and `dl gpus` (cli.py)."""
+        from orchestrator.backends.sagemaker.cli import register
+
+        register(app)
+
+    def doctor_checks(self, settings, options: dict[str, object]) -> list:
+        """Region, credentials, stack, bucket, role and GPU quota (doctor.py)."""
+        from orchestrator.backends.sagemaker.doctor import aws_checks
+
+        return aws_checks(settings, options.get("gpu"))
 
     def scheduler(self):
         from orchestrator.backends.sagemaker.schedules import EventBridgeScheduler
@@ -473,9 +486,9 @@ class SageMakerBackend:
         return found
 
     def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
-        """Parallel, resumable, verified S3 downloads (orchestrator.transfer)."""
+        """Parallel, resumable, verified S3 downloads (transfer.py)."""
         from orchestrator.backends.sagemaker.aws import translate
-        from orchestrator.transfer import Progress, Transfer, download_all
+        from orchestrator.backends.sagemaker.transfer import Progress, Transfer, download_all
 
         transfers = []
         for item in items:

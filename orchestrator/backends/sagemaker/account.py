@@ -4,8 +4,8 @@ STS, S3 bucket location and emptying, CloudWatch Logs groups.
 Every call goes through :class:`Aws` clients (adaptive retries) and :func:`translate`, so a
 failure leaves here as a one-line DlError with a fix. Answers are plain dataclasses; "not
 found" is ``None``, never an exception, because for these callers absence is an answer
-(no stack yet, no such role). Nothing here decides anything: :mod:`orchestrator.infra` and
-:mod:`orchestrator.doctor` do, and tests can hand them a ``Mock(spec=Account)``.
+(no stack yet, no such role). Nothing here decides anything: :mod:`~orchestrator.backends.sagemaker.infra` and
+:mod:`~orchestrator.backends.sagemaker.doctor` do, and tests can hand them a ``Mock(spec=Account)``.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def has_credentials(region: str | None, profile: str | None) -> None:
 def _config(service: str):
     from botocore.config import Config
 
-    from orchestrator.transfer import WORKERS
+    from orchestrator.backends.sagemaker.transfer import WORKERS
 
     # Retries back off on throttling and 5xx before an error reaches the user: adaptive for the
     # control-plane APIs; standard for S3, where adaptive mode would slow a whole parallel pull

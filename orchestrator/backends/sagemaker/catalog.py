@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,15 +27,12 @@ _SEE_CATALOG = "Run `dl gpus` to see the catalog."
 
 
 def default_region() -> str:
-    """The AWS region to price and launch in when none is given.
+    """The AWS region to price in when none is given: the configured one (config.load_settings,
+    the one precedence: DL_REGION > dl.toml's aws.region > AWS_REGION > AWS_DEFAULT_REGION),
+    else us-east-1."""
+    from orchestrator.config import load_settings
 
-    DL_REGION, else the AWS CLI's AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
-    """
-    for name in ("DL_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return FALLBACK_REGION
+    return load_settings().region or FALLBACK_REGION
 
 
 @dataclass(frozen=True)

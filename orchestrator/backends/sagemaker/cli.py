@@ -1,4 +1,9 @@
-"""`dl infra deploy | status | destroy`: dl's AWS resources as one CloudFormation stack."""
+"""The sagemaker backend's own commands, added to `dl` by :func:`register` (SupportsCommands).
+
+`dl infra deploy | status | destroy`: dl's AWS resources as one CloudFormation stack.
+`dl gpus`: the SageMaker training instances dl can launch on, with estimated prices.
+Nothing here imports boto3 at import time: `dl --help` imports this module.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import render
 from orchestrator.errors import DlError
 
 if TYPE_CHECKING:
@@ -15,7 +20,13 @@ if TYPE_CHECKING:
     from orchestrator.backends.sagemaker.account import StackEvent
 
 infra_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
-app.add_typer(infra_app, name="infra", help="Create, show or delete dl's AWS resources (one CloudFormation stack).")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dl infra` and `dl gpus` to ``app``."""
+    app.add_typer(infra_app, name="infra", help="Create, show or delete dl's AWS resources (one CloudFormation stack).")
+    app.command()(gpus)
+
 
 _REGION = typer.Option(None, "--region", "-r", metavar="REGION", help="AWS region (default from config).")
 _PROFILE = typer.Option(None, "--profile", metavar="NAME", help="AWS profile.")
@@ -64,7 +75,8 @@ def deploy(
       dl infra deploy --yes --versioning --log-days 90
       dl infra deploy --stack-name dl-team-b
     """
-    from orchestrator import config, infra
+    from orchestrator import config
+    from orchestrator.backends.sagemaker import infra
 
     settings = _settings(region, profile, stack_name)
     account = infra.connect(settings.region, settings.profile)
@@ -126,7 +138,7 @@ def status(
       dl infra status
       dl infra status --json | jq -r .outputs.BucketName
     """
-    from orchestrator import infra
+    from orchestrator.backends.sagemaker import infra
 
     settings = _settings(region, profile, stack_name)
     account = infra.connect(settings.region, settings.profile)
@@ -184,7 +196,8 @@ def destroy(
       dl infra destroy
       dl infra destroy --region eu-west-1 --yes
     """
-    from orchestrator import config, infra
+    from orchestrator import config
+    from orchestrator.backends.sagemaker import infra
 
     settings = _settings(region, profile, stack_name)
     account = infra.connect(settings.region, settings.profile)
@@ -219,3 +232,65 @@ def destroy(
         return
     if removed:
         typer.echo(f"Removed {', '.join(removed)} from {settings.config_path}.")
+
+
+# -- dl gpus ---------------------------------------------------------------------------------
+
+
+def gpus(
+    region: str = typer.Option(
+        None, "--region", "-r", help="Price in this AWS region (default: the configured region, else us-east-1)."
+    ),
+    gpu: str = typer.Option(
+        None, "--gpu", "-g", metavar="MODEL", help="Only this GPU, e.g. A100 or A100:8 (any: all GPU types)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List SageMaker training instance types: GPUs, memory and estimated price per hour.
+
+    `dl launch JOB --gpu MODEL` picks the cheapest type with one such GPU; `--gpu MODEL:N` with N of them.
+
+    \b
+    [bold]Examples[/bold]
+      dl gpus
+      dl gpus --gpu A100
+      dl gpus --region eu-west-1 --json | jq '.instances[0]'
+    """
+    from orchestrator.backends.sagemaker import catalog
+
+    cat = catalog.load()
+    region = cat.check_region(region or catalog.default_region())
+    found = cat.listing(gpu=gpu, region=region)
+    if as_json:
+        render.print_json(
+            {
+                "region": region,
+                "as_of": cat.as_of,
+                "currency": cat.currency,
+                "note": cat.note,
+                "instances": [inst.to_json(region) for inst in found],
+            }
+        )
+        return
+    if not found:
+        typer.echo(f"No instance type has GPUs matching '{gpu}'. Run `dl gpus` to see them all.")
+        return
+    typer.echo(
+        f"Prices: estimated SageMaker training on-demand prices for {region} as of {cat.as_of}; "
+        "check the AWS pricing page before relying on them."
+    )
+    headers = ["TYPE", "GPU", "GPUS", "GPU MEM", "VCPUS", "MEMORY", f"$/HOUR ({region})", "SPOT"]
+    rows = [
+        [
+            inst.type,
+            inst.gpu or "-",
+            str(inst.gpus) if inst.is_gpu else "-",
+            f"{inst.gpu_memory_gib:g} GiB" if inst.is_gpu else "-",
+            str(inst.vcpus),
+            f"{inst.memory_gib:g} GiB",
+            f"{inst.price(region):,.2f}",
+            "yes" if inst.spot else "no",
+        ]
+        for inst in found
+    ]
+    typer.echo(render.table(headers, rows))

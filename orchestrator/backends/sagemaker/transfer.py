@@ -1,6 +1,7 @@
-"""Downloads that survive anything: parallel, resumable, verified, and never half-written.
+"""S3 downloads that survive anything: parallel, resumable, verified, and never half-written.
 
-``download_all`` fetches S3 objects into local files:
+``download_all`` fetches S3 objects into local files (the folder's manifest, the report and
+the progress line are every backend's: orchestrator/pulls.py):
 
 - an object already pulled and unchanged (same ETag and size in the folder's manifest, same
   size on disk) is skipped, so a second pull with nothing new costs one listing and no GET;
@@ -32,18 +33,16 @@ continued from its end and checked against the whole object's MD5 like any conti
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import ArtifactError
+from orchestrator.pulls import Progress, Report, load_manifest, save_manifest
 
-MANIFEST = ".dl-pull.json"
 # Bytes per read: each chunk is hashed (sha256, S3's CRC32) and written while it is still in the
 # CPU's cache. 256 KiB took ~1.05 s of CPU for the bench's 512 MiB of large checkpoints, 1 MiB
 # ~1.2-1.8 s (most of the difference system time); 64 KiB, 128 KiB, 512 KiB and 4 MiB more too.
@@ -82,64 +81,6 @@ class Transfer:
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
-
-
-@dataclass
-class Report:
-    fetched: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    bytes: int = 0
-    resumed_bytes: int = 0
-    backoffs: int = 0  # pauses before continuing a body that broke off bringing no new byte
-
-
-class Progress:
-    """Bytes, rate and ETA on one line of stderr (only on a terminal)."""
-
-    def __init__(self, total: int, enabled: bool | None = None) -> None:
-        self.total = total
-        self.done = 0
-        self.started = time.monotonic()
-        self._shown = 0.0
-        self._lock = threading.Lock()
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def add(self, amount: int) -> None:
-        with self._lock:
-            self.done += amount
-            now = time.monotonic()
-            if self.enabled and (now - self._shown > 0.1 or self.done >= self.total):
-                self._shown = now
-                sys.stderr.write("\r" + self.line() + " " * 4)
-                sys.stderr.flush()
-
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        return f"  {_mb(self.done)} / {_mb(self.total)}  {_mb(rate)}/s  ETA {eta:.0f}s"
-
-    def close(self) -> None:
-        if self.enabled and self.total:
-            sys.stderr.write("\n")
-
-
-def _mb(num: float) -> str:
-    return f"{num / 1024 / 1024:.1f} MB"
-
-
-def load_manifest(folder: Path) -> dict:
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def save_manifest(folder: Path, manifest: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MANIFEST)
 
 
 def unchanged(transfer: Transfer, manifest: dict, root: Path) -> bool:
