@@ -10,6 +10,7 @@ the job, writing its outputs and logs) is played openly by tests/sagemaker_doubl
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,20 @@ TINY = {"max_epochs": "2", "limit_train_batches": "3", "limit_val_batches": "2"}
 
 @dataclass
 class Harness:
-    """How the tests drive one target: launch options, and bringing a started run to its end."""
+    """How the tests drive one target: launch options, bringing a started run to its end, and
+    keeping one running until it is stopped."""
 
     target: str
     options: LaunchOptions
-    finish: object  # (run_id, workdir) -> None: the run has ended (Completed) when it returns
+    finish: Callable[[str, Path], None]  # (run_id, workdir): the run has ended (Completed) when it returns
+    running: Callable[[str], None]  # (run_id): the run is running when it returns, and keeps on until stopped
+    stopped: Callable[[str], None]  # (run_id): a stop asked for has had its effect when it returns
+
+
+def _running_locally(run_id: str) -> None:
+    from tests.conftest import wait_for
+
+    wait_for(lambda: open_store().get(run_id).status is RunStatus.IN_PROGRESS, what=f"{run_id} to start")
 
 
 @pytest.fixture
@@ -41,19 +51,40 @@ def local_harness(dl_home):
         ended = api.wait(run_id, timeout=300)
         assert ended.status is RunStatus.COMPLETED, ended.failure_reason
 
-    return Harness("local", LaunchOptions(), finish)
+    return Harness("local", LaunchOptions(), finish, _running_locally, lambda run_id: None)
 
 
 @pytest.fixture
-def sagemaker_harness(aws, moto_endpoint):
-    from tests.sagemaker_double import play_training_job
+def sagemaker_harness(aws, moto_endpoint, monkeypatch):
+    from tests.sagemaker_double import MotoProxy, aws_json, play_training_job
+    from tests.test_sagemaker import running_as
 
     def finish(run_id: str, workdir: Path) -> None:
         # moto records the job and marks it Completed at once; SageMaker's part is played here.
         played = play_training_job(aws, run_id, workdir / "container", endpoint_url=moto_endpoint)
         assert played.returncode == 0, played.output
 
-    return Harness("sagemaker", LaunchOptions(gpu="T4"), finish)
+    # moto cannot express a running job and has no StopTrainingJob: the proxy answers both.
+    # The job runs until StopTrainingJob arrives, reads Stopping, then Stopped once stopped() says so.
+    job = {"status": "InProgress"}
+
+    def stop_answer(exchange):
+        job["status"] = "Stopping"
+        return aws_json({})
+
+    with MotoProxy(moto_endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+
+        def running(run_id: str) -> None:
+            proxy.answer("SageMaker.StopTrainingJob", stop_answer)
+            proxy.answer("SageMaker.DescribeTrainingJob", lambda ex: running_as(job["status"])(ex))
+            proxy.answer("SageMaker.ListTrainingJobs", lambda ex: running_as(job["status"])(ex))
+
+        def stopped(run_id: str) -> None:
+            assert job["status"] == "Stopping", "no StopTrainingJob reached SageMaker"
+            job["status"] = "Stopped"
+
+        yield Harness("sagemaker", LaunchOptions(gpu="T4"), finish, running, stopped)
 
 
 HARNESSES = {"local": "local_harness", "sagemaker": "sagemaker_harness"}
@@ -216,6 +247,24 @@ def test_submit_refresh_logs_artifacts_pull_and_stop_keep_their_contracts(harnes
 
     if Capability.STOP in capabilities(backend):
         assert backend.stop(store, done, grace=1.0) == done  # a finished run: returned unchanged
+
+
+def test_stop_ends_a_running_run_stopped_and_a_second_stop_changes_nothing(harness, tmp_path):
+    backend = get_backend(harness.target)
+    if Capability.STOP not in capabilities(backend):
+        with pytest.raises(BackendError, match="cannot stop runs"):
+            require(backend, Capability.STOP)
+        return
+    long = {**TINY, "max_epochs": "500"}
+    run = api.launch("mnist", target=harness.target, overrides=long, options=harness.options)
+    harness.running(run.id)
+    store = open_store()
+    asked = backend.stop(store, store.get(run.id), grace=60.0)
+    assert asked.status in (RunStatus.STOPPING, RunStatus.STOPPED)
+    harness.stopped(run.id)
+    ended = backend.refresh(store, store.get(run.id))
+    assert ended.status is RunStatus.STOPPED and ended.ended_at and ended.failure_reason is None
+    assert backend.stop(store, ended, grace=1.0) == ended
 
 
 def test_the_registry_is_the_list_of_targets(monkeypatch, tmp_path):
