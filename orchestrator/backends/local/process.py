@@ -13,14 +13,14 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
-
 # Two readings of one process's creation time agree to the clock tick; a reused pid is far off.
 _SAME_PROCESS = 0.05
 
 
 def start_time(pid: int) -> float | None:
     """The creation time of process ``pid``; None when there is no such process (or it is hidden)."""
+    import psutil  # here, not at the top: `dl --help` imports this backend for its commands hook
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
@@ -31,6 +31,8 @@ def alive(pid: int | None, started: float | None) -> bool:
     """True while ``pid`` runs (not a zombie) and, when ``started`` is given, is that same process."""
     if pid is None:
         return False
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
