@@ -135,7 +135,7 @@ class SupportsFollowLogs(Protocol):
 class SupportsPull(Protocol):
     def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
         """Bring ``items`` (api.PullItem: artifact, dest under ``root``, verify) here; return a
-        transfer.Report. Never leaves a partial file at a destination; skips unchanged files."""
+        pulls.Report. Never leaves a partial file at a destination; skips unchanged files."""
 
 
 @runtime_checkable
