@@ -41,6 +41,10 @@ class RunNotFound(UsageError):
     """No run with that id in the store."""
 
 
+class RunExists(UsageError):
+    """A run with that id is already in the store."""
+
+
 class PackageError(DlError):
     """The job cannot be packaged (too large, forbidden requirement, ...)."""
 

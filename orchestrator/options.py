@@ -60,6 +60,9 @@ class LaunchOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", MappingProxyType(dict(self.data or {})))
+        for name, path in self.data.items():
+            if not str(path).strip():  # `--data train=` would otherwise bind the current folder
+                raise UsageError(f"--data {name}= has no path.", f"Give one: --data {name}=./folder (or s3://...).")
         object.__setattr__(self, "allow_secrets", tuple(self.allow_secrets or ()))
 
     @classmethod

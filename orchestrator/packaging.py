@@ -383,6 +383,11 @@ def _store(cache_dir: Path, digest: str, blob: bytes) -> tuple[Path, list[str]]:
                 os.kill(os.getpid(), signal.SIGKILL)
             handle.write(view[len(blob) // 2 :])
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PackageError(
+            f"Cannot write the package {path} ({exc.strerror or exc}).", "Free some disk space there and retry."
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -431,15 +436,22 @@ def safe_extract(archive: Path, dest: Path, *, dry_run: bool = False) -> list[st
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
-            for member in members:
-                target = (root / member.name).resolve()
-                if not (member.isfile() or member.isdir()) or root not in (target, *target.parents):
-                    raise ArtifactError(f"{archive} holds an unsafe entry {member.name!r}.")
+            check_members(archive, members, root)
             if not dry_run:
                 tar.extractall(root, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArtifactError(f"{archive} is not a readable .tar.gz ({exc}).", "Pull it again.") from None
     return [m.name.lstrip("./") for m in members if m.isfile()]
+
+
+def check_members(archive: Path, members: list[tarfile.TarInfo], root: Path) -> None:
+    """ArtifactError unless every member is a plain file or folder that lands inside ``root``
+    (resolved): no absolute paths, no '..', no links, devices or fifos, no way out through a
+    symlink already inside ``root``."""
+    for member in members:
+        target = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or root not in (target, *target.parents):
+            raise ArtifactError(f"{archive} holds an unsafe entry {member.name!r}.")
 
 
 def _mb(size: int) -> str:

@@ -16,7 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.errors import ArtifactError
+
 MANIFEST = ".dl-pull.json"
+
+
+def write_error(path: Path, exc: OSError) -> ArtifactError:
+    """The one-line error for a write that failed under a pull (a full disk, a file-size limit)."""
+    return ArtifactError(
+        f"Cannot write {path} ({exc.strerror or exc}).", "Free some disk space, or pull --to elsewhere."
+    )
 
 
 @dataclass

@@ -17,6 +17,8 @@ from orchestrator.errors import ArtifactError, UsageError
 from orchestrator.failures import of_error
 from orchestrator.jobs import Job, find_job
 from orchestrator.options import LaunchOptions, check_accepted
+from orchestrator.paths import resolve_channels
+from orchestrator.runids import insert_new, new_run_id, valid_run_name
 from orchestrator.store import Run, RunStatus, open_store
 
 if TYPE_CHECKING:
@@ -28,27 +30,6 @@ def default_target() -> str:
     from orchestrator.config import load_settings
 
     return load_settings().target
-
-
-def new_run_id(job_name: str, now: float | None = None) -> str:
-    """``mnist-20261125-1930-a1b2``: readable, sortable, and a valid SageMaker job name (≤63)."""
-    import secrets
-
-    slug = "".join(c if c.isalnum() else "-" for c in job_name.lower()).strip("-") or "run"
-    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime(now or time.time()))
-    suffix = secrets.token_hex(2)
-    return f"{slug[: 63 - len(stamp) - len(suffix) - 2]}-{stamp}-{suffix}"
-
-
-def _valid_run_name(name: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name):
-        raise UsageError(
-            f"Run name {name!r} is not a valid SageMaker job name.",
-            "Use up to 63 letters, digits and hyphens, starting with a letter or digit.",
-        )
-    return name
 
 
 def git_info(path: Path) -> tuple[str | None, bool | None]:
@@ -109,8 +90,7 @@ def plan(
     params = job.resolve(overrides)
     backend = get_backend(target)
     check_accepted(options, target, backend)
-    data = {name: str(Path(path).expanduser().resolve()) if "://" not in path else path
-            for name, path in options.data.items()}  # fmt: skip
+    data = resolve_channels(options.data)
     allow = list(options.allow_secrets) or None  # files that look like secrets, packaged on purpose
     package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow)
     if options.from_run:
@@ -199,14 +179,17 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
     from orchestrator.faults import fault
 
     store = open_store()
-    run_id = _valid_run_name(name) if name else new_run_id(the_plan.job.name)
-    if store.exists(run_id):
+    run_id = valid_run_name(name) if name else ""  # a generated id is drawn as the run is inserted
+    if name and store.exists(run_id):
         raise UsageError(f"A run named {run_id!r} already exists.", "Pick another --name.")
     backend = get_backend(the_plan.target)
     if supports(backend, Capability.READY):
         backend.ready(the_plan.spec)  # settings and credentials, before anything is recorded
-    # The backend claims the id (the local run folder) and says what the row starts with.
-    state = backend.reserve(store, run_id) if supports(backend, Capability.RESERVE) else {}
+
+    def claim(run_id: str) -> dict:
+        """The backend claims the id (the local run folder) and says what the row starts with."""
+        return backend.reserve(store, run_id) if supports(backend, Capability.RESERVE) else {}
+
     commit, dirty = git_info(the_plan.job.path)
     run = Run(
         id=run_id,
@@ -222,9 +205,12 @@ def start(the_plan: Plan, *, name: str | None = None, schedule: str | None = Non
         job_dir=str(the_plan.job.path),
         schedule=schedule,
         sweep=sweep,
-        backend_state=state,
     )
-    store.insert(run)
+    if name:
+        run.backend_state = claim(run_id)
+        store.insert(run)
+    else:
+        run = insert_new(store, run, the_plan.job.name, claim)
     fault("after-insert")
     try:
         backend.submit(store, run, the_plan.spec)

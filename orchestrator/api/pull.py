@@ -10,7 +10,7 @@ from pathlib import Path
 from orchestrator.backends import Capability, get_backend, require
 from orchestrator.backends.base import Artifact
 from orchestrator.errors import ArtifactError, UsageError
-from orchestrator.store import open_store
+from orchestrator.store import Run, RunStatus, open_store
 
 PULL_CHOICES = ("best", "last", "all")
 
@@ -32,6 +32,7 @@ class PullResult:
     fetched: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     unpacked: list[Path] = field(default_factory=list)
+    redone: dict[Path, str] = field(default_factory=dict)  # unpacked again: why the file there did not match
     bytes: int = 0
     resumed_bytes: int = 0
     backoffs: int = 0  # pauses before continuing a download that broke off bringing nothing
@@ -46,8 +47,13 @@ def pull(
     or all (every checkpoint plus metrics). pull() never leaves a partial file in place:
     each file is verified and renamed into place only when complete (a corrupt checkpoint
     is reported by name), files already there and unchanged are skipped, and an
-    interrupted pull continues where it stopped. A model archive is unpacked beside itself.
+    interrupted pull continues where it stopped. Checkpoints keep their paths under the run's
+    checkpoint folder, so two never share a destination. A model archive is unpacked beside
+    itself (orchestrator.unpack: whole members only, checked again on every pull).
     """
+    from orchestrator.paths import one_source_per_destination, pull_destination
+    from orchestrator.unpack import unpack
+
     if which not in PULL_CHOICES:
         raise UsageError(f"Unknown choice {which!r}.", f"Use one of {', '.join(PULL_CHOICES)}.")
     store = open_store()
@@ -55,9 +61,8 @@ def pull(
     backend = require(get_backend(run.target), Capability.PULL)
     selected = select_artifacts(backend.artifacts(run), which)
     if not any(a.kind in ("checkpoint", "model") for a in selected):
-        state = "" if run.status.is_terminal else f" (it is {run.status.value})"
-        raise ArtifactError(f"Run {run.id} has no checkpoints or model yet{state}.", "Check `dl show` and `dl logs`.")
-    dest = (to or Path.cwd() / run.id).expanduser().resolve()
+        raise _nothing_to_pull(run)
+    dest = pull_destination(to, Path.cwd() / run.id, create=not dry_run)
     items = []
     for artifact in selected:
         folder = {"model": "model", "checkpoint": "checkpoints", "metrics": "metrics"}[artifact.kind]
@@ -66,6 +71,7 @@ def pull(
             label = f"{artifact.name} of run {run.id}"
             check = functools.partial(verify_checkpoint, name=label)
         items.append(PullItem(artifact, dest / folder / artifact.name, check))
+    one_source_per_destination(items, dest)
     result = PullResult(dest, items)
     if dry_run:
         return result
@@ -74,20 +80,29 @@ def pull(
     result.bytes, result.resumed_bytes, result.backoffs = report.bytes, report.resumed_bytes, report.backoffs
     for item in items:
         if item.dest.name.endswith(".tar.gz"):
-            result.unpacked += _unpack(item.dest, fresh=item.dest in report.fetched)
+            done = unpack(item.dest, fresh=item.dest in report.fetched)
+            result.unpacked += done.paths
+            result.redone.update({item.dest.parent / name: why for name, why in done.redone.items()})
     return result
 
 
-def _unpack(archive: Path, *, fresh: bool) -> list[Path]:
-    """Unpack a model/output archive beside itself when it was just fetched or a member is missing
-    (an earlier pull that stopped between the download and the unpacking)."""
-    from orchestrator.packaging import safe_extract
-
-    names = safe_extract(archive, archive.parent, dry_run=True)
-    if fresh or any(not (archive.parent / name).is_file() for name in names):
-        safe_extract(archive, archive.parent)
-        return [archive.parent / name for name in names]
-    return []
+def _nothing_to_pull(run: Run) -> ArtifactError:
+    """Why a run has nothing to pull: still early, ended without writing any, or its files are gone."""
+    places = [uri for uri in (run.checkpoint_uri, run.model_uri) if uri]
+    gone = [uri for uri in places if "://" not in uri and not Path(uri).exists()]
+    if run.status.is_terminal and (gone or (places and run.status is RunStatus.COMPLETED)):
+        return ArtifactError(
+            f"Run {run.id} ended ({run.status.value}), but its checkpoints and model are gone from"
+            f" {' and '.join(gone or places)}.",
+            "They were deleted or moved; `dl show` still has the run's record and metrics.",
+        )
+    if run.status.is_terminal:
+        return ArtifactError(
+            f"Run {run.id} ended ({run.status.value}) without a checkpoint or model.", "See `dl logs`."
+        )
+    return ArtifactError(
+        f"Run {run.id} has no checkpoints or model yet (it is {run.status.value}).", "Check `dl show` and `dl logs`."
+    )
 
 
 def select_artifacts(found: list[Artifact], which: str) -> list[Artifact]:

@@ -131,6 +131,11 @@ def logs(run_id: str, *, follow: bool = False) -> Iterator[str]:
         require(backend, Capability.FOLLOW_LOGS)
     path = backend.log_path(run)  # None: the backend reads its logs elsewhere (CloudWatch)
     if path is not None and not path.exists():
+        if run.status.is_terminal:
+            raise ArtifactError(
+                f"Run {run.id} ended ({run.status.value}), but its log is gone from {path}.",
+                "It was deleted or moved; `dl show` still has the run's record and metrics.",
+            )
         raise ArtifactError(f"Run {run.id} has no log yet.", "It may still be starting; try again.")
     return backend.follow(run, store) if follow else backend.read_log(run)
 

@@ -270,6 +270,8 @@ def pull(
         return
     for path in result.fetched + result.unpacked:
         typer.echo(f"  {path}  ({render.size(path.stat().st_size)})")
+    for path, why in result.redone.items():
+        typer.echo(f"Unpacked {path.name} again: {why}.")
     summary = (
         f"Pulled {len(result.fetched)} file{'s' if len(result.fetched) != 1 else ''} ({render.size(result.bytes)})"
     )

@@ -106,6 +106,44 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 DB_NAME = "dl.db"  # the run database, in DL_HOME
 
 
+class _SQLite(sqlite3.Connection):
+    """A connection whose failed writes to a full disk are one line naming the database (SQLite
+    reports a full disk, or a file-size limit, as SQLITE_FULL, or as SQLITE_IOERR on the first write
+    past it); the transaction is rolled back by SQLite, so nothing half-written stays."""
+
+    path: Path
+
+    def execute(self, *args):
+        try:
+            return super().execute(*args)
+        except sqlite3.OperationalError as exc:
+            error = _disk_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def executemany(self, *args):
+        try:
+            return super().executemany(*args)
+        except sqlite3.OperationalError as exc:
+            error = _disk_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+
+
+def _disk_error(path: Path, exc: sqlite3.OperationalError) -> StoreError | None:
+    if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in (_SQLITE_IOERR, _SQLITE_FULL):
+        return None
+    return StoreError(
+        f"Cannot write the run database {path} ({exc}): the disk holding it is full or failing.",
+        f"Free some space there (df -h {path.parent}) and retry; the change was not saved.",
+    )
+
+
 class Connection:
     """One SQLite connection to DL_HOME/dl.db. Opening it creates DL_HOME and migrates the schema."""
 
@@ -122,7 +160,8 @@ class Connection:
                 f"DL_HOME {home} is not writable ({exc.strerror or exc}).",
                 "Set DL_HOME to a folder you can write to.",
             ) from exc
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, factory=_SQLite)
+        self._db.path = self.path
         try:
             self._check_version(self._db.execute("PRAGMA user_version").fetchone()[0])
             self._db.execute("PRAGMA journal_mode=WAL")

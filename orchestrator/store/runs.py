@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from orchestrator.backends import public_state_keys
-from orchestrator.errors import RunNotFound, UsageError
+from orchestrator.errors import RunExists, RunNotFound, UsageError
 from orchestrator.failures import FailureKind, default_for
 
 
@@ -187,7 +187,7 @@ class RunTable:
                 f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
             )
         except sqlite3.IntegrityError as exc:
-            raise UsageError(f"A run named {run.id!r} already exists.", "Pick another --name.") from exc
+            raise RunExists(f"A run named {run.id!r} already exists.", "Pick another --name.") from exc
 
     def insert_many(self, runs: Iterable[Run]) -> None:
         """Bulk insert (imports, benchmarks) in one transaction: all runs or none."""

@@ -318,7 +318,7 @@ class LocalBackend:
 
     def download(self, run: Run, items: list, root: Path, progress: bool | None = None):
         """Copy artifacts out of the run folder: verified, renamed into place, unchanged ones skipped."""
-        from orchestrator.pulls import Report, load_manifest, save_manifest
+        from orchestrator.pulls import Report, load_manifest, save_manifest, write_error
 
         manifest = load_manifest(root)
         report = Report()
@@ -335,7 +335,11 @@ class LocalBackend:
                 continue
             item.dest.parent.mkdir(parents=True, exist_ok=True)
             part = item.dest.with_name(f".{item.dest.name}.dlpart")
-            shutil.copyfile(source, part)
+            try:
+                shutil.copyfile(source, part)
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                raise write_error(part, exc) from None
             try:
                 if item.verify is not None:
                     item.verify(part, False)  # a plain copy: nothing checked it against the source

@@ -469,9 +469,9 @@ class SageMakerBackend:
         aws = _aws(run)
         found: list[Artifact] = []
         if run.checkpoint_uri:
-            bucket, _ = _split(run.checkpoint_uri)
+            bucket, prefix = _split(run.checkpoint_uri.rstrip("/") + "/")
             for obj in aws.list_objects(run.checkpoint_uri):
-                name = obj.key.rsplit("/", 1)[-1]
+                name = obj.key.removeprefix(prefix)  # its path under the prefix: sub/best.ckpt stays sub/best.ckpt
                 if name.endswith(".ckpt"):
                     found.append(Artifact(name, "checkpoint", f"s3://{bucket}/{obj.key}", obj.size, obj.etag))
         if run.model_uri:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import ArtifactError
-from orchestrator.pulls import Progress, Report, load_manifest, save_manifest
+from orchestrator.pulls import Progress, Report, load_manifest, save_manifest, write_error
 
 # Bytes per read: each chunk is hashed (sha256, S3's CRC32) and written while it is still in the
 # CPU's cache. 256 KiB took ~1.05 s of CPU for the bench's 512 MiB of large checkpoints, 1 MiB
@@ -356,9 +356,7 @@ def _stream(s3, transfer: Transfer, out, digest: _Digest, progress: Progress, st
                 for start in range(0, len(chunk), WRITE):
                     out.write(view[start : start + WRITE])
             except OSError as exc:
-                raise ArtifactError(
-                    f"Cannot write {transfer.part} ({exc.strerror}).", "Free some disk space, or pull --to elsewhere."
-                ) from None
+                raise write_error(transfer.part, exc) from None
             digest.update(chunk)
             progress.add(len(chunk))
     finally:
