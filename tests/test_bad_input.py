@@ -4,6 +4,11 @@ traceback, and nothing already in the store is lost or altered."""
 from __future__ import annotations
 
 import json
+import os
+import random
+import resource
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -11,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.store import Run, RunStatus, Store
-from tests.conftest import invoke, runs_json
+from tests.conftest import REPO, invoke, runs_json
 
 
 @pytest.fixture
@@ -53,6 +58,7 @@ CASES = [
     (["launch", "mnist", "--data", "train=/no/such/folder"], 2, ["does not exist: /no/such/folder"]),
     (["launch", "mnist", "--data", "train=s3://bucket/mnist"], 2, ["local folders only"]),
     (["launch", "mnist", "--data", "tr ain=/tmp"], 2, ["Bad channel name"]),
+    (["launch", "mnist", "--data", "train="], 2, ["--data train= has no path", "--data train=./folder"]),
     (["launch", "mnist", "--name", "bad_name!"], 2, ["not a valid SageMaker job name"]),
     (["launch", "mnist", "--name", "mnist-20261125-0000-abcd"], 2, ["already exists"]),
     (["launch", "mnist", "--target", "mars"], 2, ["Unknown target 'mars'"]),
@@ -63,6 +69,8 @@ CASES = [
     (["stop", "nope"], 2, ["No run 'nope'"]),
     (["pull", "nope"], 2, ["No run 'nope'"]),
     (["pull", "mnist-20261125-0000-abcd", "--last", "--all"], 2, ["exclude each other"]),
+    (["pull", "mnist-20261125-0000-abcd", "--to", "/"], 2, ["--to / is the root of the file system", "--to ./RUN"]),
+    (["pull", "mnist-20261125-0000-abcd", "--to", "/proc/self"], 2, ["--to /proc/self is a system folder"]),
     (["runs", "--status", "Finished"], 2, ["Unknown status 'Finished'", "Completed"]),
     (["jobs", "nosuchjob"], 2, ["Unknown job 'nosuchjob'"]),
 ]
@@ -128,3 +136,78 @@ def test_run_json_is_the_documented_shape(stored_run):
         assert key in run
     assert json.loads(invoke("show", stored_run.id, "--json").stdout)["metrics"] == {"val_acc": 0.98}
     assert Path(run["checkpoints"]).name == "ckpts"
+
+
+def test_pull_to_a_file_is_one_line_and_leaves_the_file(stored_run, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    line = _one_line_error(invoke("pull", stored_run.id, "--to", str(target)))
+    assert f"--to {target} is a file, not a folder." in line
+    assert target.read_text() == "mine"
+
+
+def test_a_symlink_loop_in_data_is_one_line(stored_run, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    line = _one_line_error(invoke("launch", "mnist", "--data", f"train={loop}"))
+    assert f"--data train={loop} cannot be followed (a symlink loop)" in line
+
+
+def _dl(*args: str, limit: int) -> subprocess.CompletedProcess:
+    """`dl ARGS` in its own process under a file-size limit of ``limit`` bytes: writes past it fail
+    as on a full disk (EFBIG; SQLite reports it as a failed or full write)."""
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    dl = Path(sys.executable).parent / "dl"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([str(dl), *args], capture_output=True, text=True, env=env, preexec_fn=limited, timeout=120)
+
+
+def test_a_full_disk_on_a_local_pull_is_one_line_and_leaves_no_part(stored_run, tmp_path):
+    model = Path(stored_run.model_uri) / "model.ckpt"
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr("archive/data/0", random.Random(1).randbytes(2 * 1024 * 1024))
+    dest = tmp_path / "pulled"
+
+    result = _dl("pull", stored_run.id, "--to", str(dest), limit=1024 * 1024)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: Cannot write {dest / 'model' / '.model.ckpt.dlpart'} (File too large).")
+    assert "Free some disk space, or pull --to elsewhere." in line
+    assert list((dest / "model").iterdir()) == []
+
+
+def test_a_full_disk_on_launch_is_one_line_and_records_nothing(stored_run):
+    from orchestrator import api
+
+    api.plan("mnist", target="local")  # the package is cached: the launch's first write is the run's row
+    before = runs_json()
+
+    result = _dl("launch", "mnist", "--local", limit=1)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: Cannot write the run database") and "the disk holding it is full" in line, line
+    assert "Free some space there" in line
+    assert runs_json() == before
+
+
+def test_a_finished_run_whose_files_were_deleted_says_they_are_gone(dl_home, tmp_path):
+    folder = tmp_path / "runs" / "mnist-20261125-0100-beef"
+    run = Run(
+        id=folder.name, job="mnist", target="local", status=RunStatus.COMPLETED, created_at=time.time() - 60,
+        ended_at=time.time() - 10, log_uri=str(folder / "output" / "train.log"),
+        checkpoint_uri=str(folder / "checkpoints"), model_uri=str(folder / "model"),
+    )  # fmt: skip
+    Store(dl_home).insert(run)  # the run folder itself was deleted after the run
+
+    logs = _one_line_error(invoke("logs", run.id), code=1)
+    pull = _one_line_error(invoke("pull", run.id, "--to", str(tmp_path / "pulled")), code=1)
+
+    assert f"Run {run.id} ended (Completed), but its log is gone from {folder / 'output' / 'train.log'}." in logs
+    assert "may still be starting" not in logs
+    assert f"its checkpoints and model are gone from {folder / 'checkpoints'} and {folder / 'model'}." in pull
+    assert "yet" not in pull
