@@ -320,6 +320,42 @@ def test_a_second_pull_skips_unchanged_files_and_fetches_a_changed_one(faults, s
         assert (dest / "checkpoints" / name).read_bytes() == objects[name]
 
 
+def test_two_checkpoints_with_one_file_name_keep_their_paths(faults, s3, tmp_path):
+    top, nested = checkpoint(b"top" * 5000), checkpoint(b"nested" * 5000)
+    cloud_run(s3, {"best.ckpt": top, "sub/best.ckpt": nested, "last.ckpt": checkpoint(b"last")}, model=False)
+    dest = tmp_path / "pulled"
+
+    first = pull("--all", "--to", str(dest))
+    again = pull("--all", "--to", str(dest))
+
+    assert "Pulled 3 files" in first.stdout, first.stdout
+    assert (dest / "checkpoints" / "best.ckpt").read_bytes() == top
+    assert (dest / "checkpoints" / "sub" / "best.ckpt").read_bytes() == nested
+    assert manifest(dest)["checkpoints/sub/best.ckpt"]["sha256"] == sha256(nested)
+    assert "3 already here and unchanged" in again.stdout, again.stdout
+    assert leftovers(dest) == []
+    best = pull("--to", str(tmp_path / "best"))  # --best is the top-level best.ckpt, not sub/'s
+    assert "Pulled 1 file" in best.stdout and (tmp_path / "best" / "checkpoints" / "best.ckpt").read_bytes() == top
+
+
+def test_a_plan_with_two_sources_for_one_destination_is_refused(tmp_path):
+    from orchestrator.api import PullItem
+    from orchestrator.backends.base import Artifact
+    from orchestrator.errors import ArtifactError
+    from orchestrator.paths import one_source_per_destination
+
+    def item(key: str, dest: str) -> PullItem:
+        return PullItem(Artifact(key.rsplit("/", 1)[-1], "checkpoint", f"s3://b/{key}"), tmp_path / dest)
+
+    one_source_per_destination([item("c/best.ckpt", "checkpoints/best.ckpt"), item("c/s/best.ckpt", "s/best.ckpt")],
+                               tmp_path)  # fmt: skip
+    with pytest.raises(ArtifactError, match="would both be written to") as info:
+        one_source_per_destination([item("c/best.ckpt", "x/best.ckpt"), item("c/s/best.ckpt", "x/best.ckpt")], tmp_path)
+    assert "s3://b/c/best.ckpt and s3://b/c/s/best.ckpt" in info.value.message
+    with pytest.raises(ArtifactError, match="would be written outside"):
+        one_source_per_destination([item("c/../../x.ckpt", "checkpoints/../../x.ckpt")], tmp_path)
+
+
 def test_a_file_a_power_cut_shortened_is_fetched_again(faults, s3, tmp_path):
     """Parts are not fsynced: after a power cut a file written just before may be shorter (ext4,
     xfs and btrfs lose its tail, they do not fill it with other bytes). The next pull sees its
