@@ -10,12 +10,15 @@
 - each member streams into ``.<name>.dlunpack`` beside its place and is renamed there only when
   whole, so a Ctrl-C or a full disk never leaves a shortened member under its own name;
 - what was unpacked (member name, size, sha256, and the file's mtime) goes into a small manifest
-  beside the archive (``.<archive>.unpacked.json``), rewritten atomically after each member;
+  beside the archive (``.<archive>.unpacked.json``), rewritten atomically after each member and
+  marked complete at the end;
 - a later pull checks every member against it, as git checks its index: the file's size and
   mtime must be those recorded, and the archive must be the one they came from. A member that
   is missing, changed, or was never recorded as whole is unpacked again, and the result says
-  which and why. (Re-hashing a 1 GB model on every pull would cost more than a whole pull with
-  nothing new; the sha256 stays in the manifest for anyone who wants to check the bytes.)
+  which and why. A complete manifest whose files all match spares reading the archive at all,
+  so a pull with nothing new does not decompress the model again. (Re-hashing a 1 GB model on
+  every pull would cost more than a whole pull with nothing new; the sha256 stays in the
+  manifest for anyone who wants to check the bytes.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ def unpack(archive: Path, *, fresh: bool) -> Unpacked:
     every member already there whole."""
     root = archive.parent.resolve()
     stamp = _stamp(archive)
-    recorded = {} if fresh else _load(archive, stamp)
+    recorded, complete = ({}, False) if fresh else _load(archive, stamp)
+    if complete and all(_mismatch(root / name, entry.get("size"), entry) is None for name, entry in recorded.items()):
+        return Unpacked()  # every member as unpacked before: the archive need not even be read
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
@@ -65,32 +70,38 @@ def unpack(archive: Path, *, fresh: bool) -> Unpacked:
             files = {_name(m): m for m in members if m.isfile()}  # a name given twice: the last wins, as in tar
             todo, result = {}, Unpacked()
             for name, member in files.items():
-                why = "" if fresh else _mismatch(root / name, member, recorded.get(name))
+                why = "" if fresh else _mismatch(root / name, member.size, recorded.get(name))
                 if why is not None:
                     todo[name] = member
                     if why:
                         result.redone[name] = why
-            if not todo:
-                return result
-            _check_space(archive, files.values(), todo.values(), root)
             kept = {name: entry for name, entry in recorded.items() if name in files and name not in todo}
-            _save(archive, {"archive": stamp, "members": kept})
+            if todo:
+                _check_space(archive, files.values(), todo.values(), root)
+                _save(archive, {"archive": stamp, "members": kept, "complete": False})
             for member in members:
-                if member.isdir():
+                if member.isdir() and todo:
                     (root / _name(member)).mkdir(parents=True, exist_ok=True)
             for name, member in todo.items():
                 kept[name] = _write(tar, member, root / name)
-                _save(archive, {"archive": stamp, "members": kept})
+                _save(archive, {"archive": stamp, "members": kept, "complete": False})
                 result.paths.append(root / name)
+            if todo or not complete:
+                _save(archive, {"archive": stamp, "members": kept, "complete": True})
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ArtifactError(f"{archive} is not a readable .tar.gz ({exc}).", "Pull it again.") from None
     return result
 
 
 def _check(archive: Path, members: list[tarfile.TarInfo], root: Path) -> None:
+    """The safe-extraction rules, and no member that would replace the archive or its manifest."""
     from orchestrator.packaging import check_members
 
     check_members(archive, members, root)
+    own = {archive.name, manifest_path(archive).name}
+    for member in members:
+        if _name(member) in own:
+            raise ArtifactError(f"{archive} holds an unsafe entry {member.name!r} (it would replace the archive).")
 
 
 def _name(member: tarfile.TarInfo) -> str:
@@ -103,16 +114,19 @@ def _stamp(archive: Path) -> dict:
     return {"name": archive.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _load(archive: Path, stamp: dict) -> dict:
-    """The members recorded as unpacked whole from this very archive ({} for another or none)."""
+def _load(archive: Path, stamp: dict) -> tuple[dict, bool]:
+    """The members recorded as unpacked whole from this very archive ({} for another or none), and
+    whether they are all of its files (``complete``: the unpack that wrote them finished)."""
     try:
         manifest = json.loads(manifest_path(archive).read_text())
     except (OSError, ValueError):
-        return {}
+        return {}, False
     if not isinstance(manifest, dict) or manifest.get("archive") != stamp:
-        return {}
+        return {}, False
     members = manifest.get("members")
-    return members if isinstance(members, dict) else {}
+    if not isinstance(members, dict) or not all(isinstance(e, dict) for e in members.values()):
+        return {}, False
+    return members, manifest.get("complete") is True
 
 
 def _save(archive: Path, manifest: dict) -> None:
@@ -126,7 +140,7 @@ def _save(archive: Path, manifest: dict) -> None:
         raise write_error(path, exc) from None
 
 
-def _mismatch(path: Path, member: tarfile.TarInfo, entry: dict | None) -> str | None:
+def _mismatch(path: Path, size: int | None, entry: dict | None) -> str | None:
     """None when the file at ``path`` is the member as unpacked before; else why it is to be
     unpacked: "" when it was never there, else why the file there is not it."""
     try:
@@ -137,9 +151,9 @@ def _mismatch(path: Path, member: tarfile.TarInfo, entry: dict | None) -> str | 
         return "" if stat is None else "it was never recorded as unpacked whole"
     if stat is None:
         return "it was missing"
-    if stat.st_size != member.size:
-        return f"it had {stat.st_size} of its {member.size} bytes"
-    if entry.get("size") != member.size or entry.get("mtime_ns") != stat.st_mtime_ns:
+    if stat.st_size != size:
+        return f"it had {stat.st_size} of its {size} bytes"
+    if entry.get("size") != size or entry.get("mtime_ns") != stat.st_mtime_ns:
         return "it changed since it was unpacked"
     return None
 

@@ -213,3 +213,14 @@ def test_unsafe_members_of_a_pulled_archive_are_still_refused(s3, tmp_path):
     assert result.exit_code == 1 and "unsafe entry '../../escaped.txt'" in result.stderr, result.output
     assert sorted(p.name for p in (dest / "model").iterdir()) == ["model.tar.gz"]
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_member_that_would_replace_the_archive_is_refused(s3, tmp_path):
+    archive = tarball({"model.ckpt": b"ok", "model.tar.gz": b"not the archive"})
+    model_run(s3, archive=archive)
+    dest = tmp_path / "pulled"
+
+    result = invoke("pull", RUN_ID, "--to", str(dest))
+
+    assert result.exit_code == 1 and "unsafe entry 'model.tar.gz'" in result.stderr, result.output
+    assert (dest / "model" / "model.tar.gz").read_bytes() == archive
