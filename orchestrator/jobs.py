@@ -132,6 +132,9 @@ class Job:
     # DDP with find_unused_parameters on several GPUs or nodes: for models whose parameters do
     # not all get gradients in every step (frozen, then unfrozen blocks).
     find_unused_parameters: bool = False
+    # The kind of job and the program the container runs (orchestrator/scripts.py has the other kind).
+    kind = "trainjob"
+    entry_point = "dl_entry.py"
 
     @property
     def all_params(self) -> dict[str, Param]:
@@ -151,6 +154,10 @@ class Job:
                 )
             values[key] = spec[key].parse(raw)
         return values
+
+    def smoke_params(self, params: dict[str, object]) -> dict[str, object]:
+        """The parameters of the dry run's smoke test: one train and one validation batch."""
+        return {**params, "fast_dev_run": True}
 
     def to_json(self) -> dict:
         return {
@@ -316,8 +323,15 @@ def list_jobs(cwd: Path | None = None, problems: list[JobError] | None = None) -
     return sorted(seen.values(), key=lambda j: j.name)
 
 
-def find_job(name_or_path: str, cwd: Path | None = None) -> Job:
-    """A job by name (searched in :func:`job_roots`) or by path to its folder."""
+def find_job(name_or_path: str, cwd: Path | None = None, root: str | None = None) -> Job:
+    """A job by name (searched in :func:`job_roots`), by path to its folder, or by path to a Python
+    script (a :class:`orchestrator.scripts.ScriptJob`; ``root``: its project folder)."""
+    from orchestrator import scripts
+
+    if scripts.is_script_ref(name_or_path) and not (Path(name_or_path).expanduser() / JOB_FILE).is_file():
+        return scripts.load_script(name_or_path, root)
+    if root is not None:
+        raise JobError(f"--root is for scripts; {name_or_path} is a trainjob.", "Drop --root.")
     candidate = Path(name_or_path).expanduser()
     if os.sep in name_or_path or name_or_path.startswith(".") or (candidate / JOB_FILE).is_file():
         if (candidate / JOB_FILE).is_file():

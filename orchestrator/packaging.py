@@ -46,6 +46,11 @@ ENTRY_POINT = "dl_entry.py"
 JOB_SPEC = "dl_job.json"
 REQUIREMENTS = "requirements.txt"
 _RUNTIME_SOURCE = Path(__file__).parent / "runtime" / "dl_entry.py"
+# A script job's program: the wrapper that runs the script (it imports dl_entry.py's helpers).
+SCRIPT_WRAPPER = "dl_script.py"
+_WRAPPER_SOURCE = Path(__file__).parent / "runtime" / SCRIPT_WRAPPER
+# What the training container already has; a script project's line for them is left out.
+_CONTAINER_OWN = ("torch", "torchvision")
 _FIXED_MTIME = 315532800  # 1980-01-01, as wheels and zip files do
 
 _SKIP_DIRS = {
@@ -234,7 +239,10 @@ def _allowed_paths(job_dir: Path, allow: list[str] | None) -> list[str]:
     return out
 
 
-def _merge_requirements(job_dir: Path) -> bytes:
+def _merge_requirements(job_dir: Path, script: bool = False) -> bytes:
+    """The package's requirements.txt: the job's own lines and the Lightning the runtime needs.
+    A trainjob that lists torch is refused; a script project's torch and torchvision lines (an
+    existing project usually has them) are commented out: the container's own are kept."""
     lines: list[str] = []
     own = job_dir / REQUIREMENTS
     names: set[str] = set()
@@ -243,6 +251,9 @@ def _merge_requirements(job_dir: Path) -> bytes:
             match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line.split("#", 1)[0])
             if match:
                 name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+                if script and name in _CONTAINER_OWN:
+                    lines.append(f"# {line.strip()}  (left out by dl: the container's own {name} is used)")
+                    continue
                 if name == "torch":
                     raise PackageError(
                         f"{own}:{number} lists torch; the training container already has a matching torch.",
@@ -259,6 +270,8 @@ def _merge_requirements(job_dir: Path) -> bytes:
 
 
 def _job_spec(job: Job) -> bytes:
+    if job.kind == "script":
+        return (json.dumps(job.to_json() | {"path": None}, indent=2, sort_keys=True) + "\n").encode()
     spec = {
         "name": job.name,
         "model": job.model,
@@ -292,7 +305,8 @@ def build_package(job: Job, cache_dir: Path, max_mb: float, *, allow: list[str] 
     files in ``cache_dir`` are removed.
     """
     found = _collect(job.path, _allowed_paths(job.path, allow))
-    generated = {ENTRY_POINT, JOB_SPEC}
+    script = job.kind == "script"
+    generated = {ENTRY_POINT, JOB_SPEC, SCRIPT_WRAPPER} if script else {ENTRY_POINT, JOB_SPEC}
     for rel, _, _ in found.keep:
         if rel in generated:
             raise PackageError(f"{job.path / rel} clashes with a file dl adds to every package.", "Rename it.")
@@ -315,8 +329,10 @@ def build_package(job: Job, cache_dir: Path, max_mb: float, *, allow: list[str] 
         entries[rel] = (data, bool(path.stat().st_mode & stat.S_IXUSR))
     if findings:
         raise _refusal(job, findings)
-    entries[REQUIREMENTS] = (_merge_requirements(job.path), False)
+    entries[REQUIREMENTS] = (_merge_requirements(job.path, script), False)
     entries[ENTRY_POINT] = (_RUNTIME_SOURCE.read_bytes(), False)
+    if script:
+        entries[SCRIPT_WRAPPER] = (_WRAPPER_SOURCE.read_bytes(), False)
     entries[JOB_SPEC] = (_job_spec(job), False)
 
     raw = io.BytesIO()

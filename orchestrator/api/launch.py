@@ -75,10 +75,18 @@ class Plan:
 
 
 def plan(
-    job_name: str, *, overrides: dict[str, str] | None = None, options: LaunchOptions | None = None, **choices
+    job_name: str,
+    *,
+    overrides: dict[str, str] | None = None,
+    options: LaunchOptions | None = None,
+    script_args: list[str] | None = None,
+    root: str | None = None,
+    **choices,
 ) -> Plan:
     """Validate everything and build the package; starts nothing.
 
+    ``job_name``: a trainjob, or a Python script (orchestrator/scripts.py) whose ``script_args``
+    (what follows ``--``) reach it verbatim and whose project is ``root`` when given.
     ``options``: where and how it runs; ``choices``: LaunchOptions fields on top of them
     (``plan("mnist", target="local")``). A field the target does not take is a UsageError
     naming its flag, before anything is built."""
@@ -86,8 +94,16 @@ def plan(
 
     options = LaunchOptions.of(options, **choices)
     target = options.target or default_target()
-    job = find_job(job_name)
-    params = job.resolve(overrides)
+    job = find_job(job_name, root=root)
+    if job.kind == "script":
+        params = job.resolve(overrides, script_args)
+    elif script_args:
+        raise UsageError(
+            f"Arguments after the job ({' '.join(script_args)}) are for scripts; {job.name} is a trainjob.",
+            "Give its parameters with --set KEY=VALUE.",
+        )
+    else:
+        params = job.resolve(overrides)
     backend = get_backend(target)
     check_accepted(options, target, backend)
     data = resolve_channels(options.data)
@@ -100,6 +116,8 @@ def plan(
     if options.from_optimizer:
         if INIT_CHANNEL not in data:
             raise UsageError("--from-optimizer needs --from RUN.")
+        if job.kind == "script":
+            raise UsageError("--from-optimizer is for trainjobs; a script restores its own optimizer.")
         params["init_optimizer"] = True
     the_plan = Plan(job, params, package, options.with_(target=target, data=data, from_run=None, from_optimizer=False))
     backend.check(the_plan.spec)

@@ -24,9 +24,13 @@ def launch(
     job: str = typer.Argument(
         ...,
         metavar="JOB",
-        help="Job name (see `dl jobs`) or path to a job folder.",
+        help="Job name (see `dl jobs`), path to a job folder, or a Python training script.",
         autocompletion=completion.job_names,
     ),
+    script_args: list[str] = typer.Argument(
+        None, metavar="[-- SCRIPT ARGS...]", help="With a script: its own arguments, verbatim."
+    ),  # fmt: skip
+    root: str = typer.Option(None, "--root", metavar="DIR", help="With a script: its project folder to package."),
     set_: list[str] = options.SET,
     launch_options: LaunchOptions = None,
     name: str = typer.Option(None, "--name", metavar="NAME", help="Run id to use instead of a generated one."),
@@ -50,12 +54,15 @@ def launch(
       dl launch mnist --gpu A100:8 --nodes 2 --data train=s3://bucket/mnist/
       dl launch mnist --from mnist-20261125-1930-a1b2:best --set lr=0.0005
       dl launch ./my_job --gpu --dry-run
+      dl launch train.py --local -- fit --config cfg.yaml --trainer.max_epochs 5
     """
     from orchestrator import api
 
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
-    plan = api.plan(job, overrides=parse_assignments(set_, "--set"), options=launch_options)
+    plan = api.plan(
+        job, overrides=parse_assignments(set_, "--set"), options=launch_options, script_args=script_args, root=root
+    )
     render.package_notes(plan.package)
     if dry_run:
         _dry_run(plan, smoke=not no_smoke, as_json=as_json)
@@ -155,7 +162,7 @@ def _print_plan(plan: api.Plan, details: dict) -> None:
     if pkg.excluded:
         typer.echo(f"Excluded  {', '.join(pkg.excluded)}")
     typer.echo("\nHyperparameters")
-    width = max(len(k) for k in plan.params)
+    width = max((len(k) for k in plan.params), default=0)
     for key, value in plan.params.items():
         typer.echo(f"  {key.ljust(width)}  {value}")
     typer.echo("\nData")

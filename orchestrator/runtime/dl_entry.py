@@ -214,9 +214,7 @@ def resume_checkpoint(checkpoint_dir: Path) -> Path | None:
 
 
 def _callbacks(spec: dict, contract: Contract):
-    import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     monitor = spec.get("monitor")
     # Two callbacks: Lightning only refreshes a save_last checkpoint when top-k saved in the same
@@ -231,18 +229,37 @@ def _callbacks(spec: dict, contract: Contract):
         enable_version_counter=False,
     )
 
-    class SaveOnStop(L.Callback):
-        """SIGTERM between two batches: write last.ckpt so that a resume continues from here."""
+    epochs = epoch_metrics(contract)
+    return best, epochs, ([best] if monitor else []) + [last, save_on_stop(contract), epochs]
 
+
+def save_on_stop(contract: Contract, lib: str = "lightning.pytorch"):
+    """A callback: SIGTERM between two batches writes last.ckpt, so that a resume continues from there.
+    ``lib``: the Lightning package whose Trainer runs it (``pytorch_lightning`` too). Shared with the
+    script wrapper (dl_script.py)."""
+    import importlib
+
+    L = importlib.import_module(lib)
+    SIGTERMException = importlib.import_module(f"{lib}.utilities.exceptions").SIGTERMException
+
+    class SaveOnStop(L.Callback):
         def on_exception(self, trainer, pl_module, exception):
             if isinstance(exception, SIGTERMException):
                 path = contract.checkpoint_dir / "last.ckpt"
                 trainer.save_checkpoint(path)
                 print(f"dl: stop requested; saved {path.name} at step {trainer.global_step}", flush=True)
 
-    class EpochMetrics(L.Callback):
-        """One CSV row and one log line per epoch."""
+    return SaveOnStop()
 
+
+def epoch_metrics(contract: Contract, lib: str = "lightning.pytorch"):
+    """A callback: one metrics.csv row and one log line per epoch (every scalar the epoch logged).
+    Shared with the script wrapper (dl_script.py)."""
+    import importlib
+
+    L = importlib.import_module(lib)
+
+    class EpochMetrics(L.Callback):
         def __init__(self) -> None:
             self.path = contract.output_data_dir / "metrics.csv"
             self.rows = _read_rows(self.path)
@@ -264,12 +281,13 @@ def _callbacks(spec: dict, contract: Contract):
             print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({took:.1f}s)", flush=True)
             self.started = time.time()
 
-    epochs = EpochMetrics()
-    return best, epochs, ([best] if monitor else []) + [last, SaveOnStop(), epochs]
+    return EpochMetrics()
 
 
-def _atomic_checkpoint_io(contract: Contract, monitor: str | None):
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
+def _atomic_checkpoint_io(contract: Contract, monitor: str | None, lib: str = "lightning.pytorch"):
+    import importlib
+
+    TorchCheckpointIO = importlib.import_module(f"{lib}.plugins.io").TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         """Write to a temporary file in the same folder and rename: never a half-written checkpoint.

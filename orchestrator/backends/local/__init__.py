@@ -145,7 +145,9 @@ class LocalBackend:
         interrupt (Ctrl-C) that arrives meanwhile is raised only after that."""
         base = run_dir(store, run.id)
         prepare(base, run.id, spec)
-        store.merge_backend_state(run.id, run_dir=str(base), package_uri=spec.package.path.as_uri())
+        store.merge_backend_state(
+            run.id, run_dir=str(base), package_uri=spec.package.path.as_uri(), program=spec.job.entry_point
+        )
         store.update(
             run.id,
             log_uri=str(log_file(base)),

@@ -27,12 +27,15 @@ def log_file(base: Path) -> Path:
     return base / "dl" / "log.txt"
 
 
-def container_spec(run_id: str, params: dict, data: dict[str, str], package_uri: str) -> contract.ContainerSpec:
+def container_spec(
+    run_id: str, params: dict, data: dict[str, str], package_uri: str, program: str | None = None
+) -> contract.ContainerSpec:
+    """The run's container; ``program``: the job's entry point (a trainjob's dl_entry.py by default)."""
     from orchestrator.packaging import ENTRY_POINT
 
     return contract.ContainerSpec(
         job_name=run_id,
-        program=ENTRY_POINT,
+        program=program or ENTRY_POINT,
         submit_dir=package_uri,
         hyperparameters=dict(params),
         channels={name: Path(path) for name, path in data.items()},
@@ -43,7 +46,7 @@ def prepare(base: Path, run_id: str, spec: LaunchSpec) -> contract.ContainerSpec
     """Lay out the container folder and extract the package into code/."""
     from orchestrator.packaging import extract_package
 
-    cspec = container_spec(run_id, spec.params, spec.data, spec.package.path.as_uri())
+    cspec = container_spec(run_id, spec.params, spec.data, spec.package.path.as_uri(), spec.job.entry_point)
     contract.layout(base, cspec)
     if not any((base / "code").iterdir()):
         extract_package(spec.package.path, base / "code")

@@ -16,7 +16,7 @@ from orchestrator.backends.local.supervisor import run_program
 
 
 def smoke_test(launch: LaunchSpec, workdir: Path) -> SmokeResult:
-    params = {**launch.params, "fast_dev_run": True}
+    params = launch.job.smoke_params(launch.params)
     # Remote (s3://) channels are not fetched for a smoke test; the job sees only local ones.
     local_data = {name: path for name, path in launch.data.items() if "://" not in path}
     spec = LaunchSpec(launch.job, launch.package, params, local_data)

@@ -157,7 +157,9 @@ def supervise(home: Path, run_id: str) -> int:
     store = Store(home)
     run = store.get(run_id)
     base = Path(run.backend_state["run_dir"])
-    cspec = container_spec(run_id, run.params, run.data, run.backend_state["package_uri"])
+    cspec = container_spec(
+        run_id, run.params, run.data, run.backend_state["package_uri"], run.backend_state.get("program")
+    )
     stop_seen = False
 
     def note_stop(signum, frame):
