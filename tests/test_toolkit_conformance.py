@@ -398,3 +398,34 @@ def test_the_mnist_package_trains_under_the_toolkit_as_it_does_locally(tmp_path)
     rows = (base / "output" / "data" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_acc" in rows[0]
     assert "epoch 2/2" in result.stdout + result.stderr
+
+
+@pytest.mark.train  # as above: the toolkit pip-installs the package's requirements.txt into this venv
+def test_a_script_project_package_trains_under_the_toolkit(tmp_path):
+    """A plain-Trainer script's package (tests/scripts/plain, its torch line left to the container)
+    run by AWS's toolkit with the wrapper as sagemaker_program: the script gets its `--` words and
+    --set pairs, and dl's last.ckpt, metrics and model land where dl looks for them."""
+    from orchestrator.packaging import build_package, extract_package
+    from orchestrator.scripts import load_script
+
+    job = load_script(str(Path(__file__).parent / "scripts" / "plain" / "train.py"))
+    package = build_package(job, tmp_path / "packages", max_mb=100)
+    spec = contract.ContainerSpec(
+        job_name=JOB,
+        program=job.entry_point,
+        submit_dir=f"s3://dl-conformance/packages/{package.sha256}/sourcedir.tar.gz",
+        hyperparameters=job.resolve({"lr": "0.1"}, ["--epochs", "2"]),
+        region="us-east-1",
+    )
+    base = tmp_path / "opt" / "ml"
+    contract.layout(base, spec)
+    extract_package(package.path, base / "code")
+
+    result = run_toolkit(tmp_path, base)
+
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, tail(result)
+    assert (base / "output" / contract.SUCCESS_FILE).is_file()
+    assert "script sees lr=0.1 epochs=2" in out and "epoch 2/2" in out
+    assert (base / "checkpoints" / "last.ckpt").is_file() and (base / "model" / "model.ckpt").is_file()
+    assert len((base / "output" / "data" / "metrics.csv").read_text().splitlines()) == 3

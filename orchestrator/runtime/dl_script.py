@@ -11,6 +11,7 @@ that package's ``Trainer`` before the script runs (the script's own arguments al
 ``PL_TRAINER_*`` variables count as the script's own):
 
 - devices = SM_NUM_GPUS and num_nodes = len(SM_HOSTS) when the script sets neither;
+- default_root_dir = SM_OUTPUT_DATA_DIR (not the code folder) when the script sets none;
 - ``last.ckpt`` in the checkpoint folder every epoch, written atomically and recorded in its
   manifest.json (a ModelCheckpoint of dl's own beside the script's, which is kept as it is);
 - ``fit`` without a ``ckpt_path`` resumes from ``last.ckpt`` when one is there;
@@ -84,8 +85,13 @@ def patch_trainer(lib: str, contract: rt.Contract, smoke: bool) -> None:
 
     original_init, original_fit = trainer_cls.__init__, trainer_cls.fit
 
+    defaults = {n: p.default for n, p in inspect.signature(original_init).parameters.items()}
+
     def own(kwargs: dict, name: str) -> bool:
-        return name in kwargs or f"PL_TRAINER_{name.upper()}" in os.environ
+        """Whether the script chose ``name``: a value other than the Trainer's default (LightningCLI
+        passes every default explicitly), or a PL_TRAINER_* variable."""
+        given = name in kwargs and kwargs[name] != defaults.get(name)
+        return given or f"PL_TRAINER_{name.upper()}" in os.environ
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
@@ -99,7 +105,12 @@ def patch_trainer(lib: str, contract: rt.Contract, smoke: bool) -> None:
         if len(contract.hosts) > 1 and not own(kwargs, "num_nodes"):
             kwargs["num_nodes"] = len(contract.hosts)
             applied.append(f"num_nodes={len(contract.hosts)}")
-        for name in ("devices", "num_nodes", "accelerator"):
+        if not own(kwargs, "default_root_dir"):
+            # Not the code folder (the toolkit's working folder): LightningCLI's saved config and the
+            # script's own logs and checkpoints go with the outputs (SageMaker keeps output/data).
+            kwargs["default_root_dir"] = str(contract.output_data_dir)
+            applied.append(f"default_root_dir={contract.output_data_dir}")
+        for name in ("devices", "num_nodes", "accelerator", "default_root_dir"):
             if own(kwargs, name):
                 kept.append(f"{name}={kwargs.get(name, os.environ.get(f'PL_TRAINER_{name.upper()}'))}")
         callbacks = kwargs.get("callbacks") or []
@@ -207,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     errors = sys.stderr = _LastError(sys.stderr)
     try:
         runpy.run_path(str(script), run_name="__main__")
+    except stopped:  # Lightning's SIGTERMException is a SystemExit: before the clause for those
+        print("dl: stopped", flush=True)
+        return rt.EXIT_STOPPED
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code != 0:
@@ -214,9 +228,6 @@ def main(argv: list[str] | None = None) -> int:
                 errors.write(f"{exc.code}\n")
             _fail(contract, errors.line() or f"{spec['script']} exited with code {code}")
         return code
-    except stopped:
-        print("dl: stopped", flush=True)
-        return rt.EXIT_STOPPED
     except Exception as exc:
         traceback.print_exc()
         _fail(contract, rt._failure_line(exc))

@@ -141,6 +141,7 @@ def request_for(
         git_commit=git_commit,
         placement=placement,
         schedule=schedule,
+        program=spec.job.entry_point,
     )
 
 

@@ -71,11 +71,13 @@ def build_request(
     git_commit: str | None,
     placement: Placement,
     schedule: str | None = None,
+    program: str = ENTRY_POINT,
 ) -> dict:
-    """The CreateTrainingJob request for one run (boto3 keyword arguments)."""
+    """The CreateTrainingJob request for one run (boto3 keyword arguments). ``program``: the
+    job's entry point in the package (a script job's is the wrapper, dl_script.py)."""
     hyperparameters = {
         **params,
-        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_program": program,
         "sagemaker_submit_directory": package_uri(placement, package_sha256),
         "sagemaker_region": placement.region,
     }
