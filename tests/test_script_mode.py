@@ -72,7 +72,8 @@ def test_a_plain_trainer_script_trains_with_checkpoints_metrics_and_model(dl_hom
     assert run["status"] == "Completed"
     log = _log(run_id)
     assert "script sees lr=0.1 epochs=2" in log  # `--` words verbatim, --set as --lr 0.1
-    assert "applied: last.ckpt every epoch" in log and "SIGTERM saves last.ckpt" in log
+    assert "dl: Lightning script (lightning.pytorch); applied: " in log
+    assert "last.ckpt every epoch in" in log and "SIGTERM saves last.ckpt" in log
     rows = _rows(run)
     assert [int(r["epoch"]) for r in rows] == [0, 1] and all(r["val_loss"] for r in rows)
     assert "val_loss" in run["metrics"]
