@@ -12,6 +12,10 @@ where ``fires_here``, ``tick`` decides. Its decisions are kept in the store (the
 restarts: a fire time is decided once, a run never starts while the schedule's previous run
 still goes (the firing is recorded as skipped), and after downtime one catch-up run starts,
 not one per missed fire time. The runs a schedule starts are ordinary runs (``run.schedule``).
+A fire time claimed by a scheduler that died before starting its run is settled by the next
+tick (``settle_abandoned``) under the same policy: started late, once, and said so in the
+firing's note; or recorded missed when a later fire time is due (its catch-up run covers it)
+or the schedule is paused.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator import cronexpr
+from orchestrator import cronexpr, faults
 from orchestrator.backends import Capability, get_backend, require
 from orchestrator.backends.base import Scheduler
 from orchestrator.errors import DlError, UsageError
@@ -35,9 +39,14 @@ NAME_MAX = 63 - 37
 PROMOTE_MODES = ("max", "min")
 
 
+# A claim whose process cannot be told gone is taken as abandoned after this long (a start takes seconds).
+ABANDONED_AFTER_S = 600.0
+
+
 @dataclass
 class Decision:
-    """What ``tick`` did for one schedule: started (run_id), skipped (note says why), or failed."""
+    """What ``tick`` did for one schedule: started (run_id), skipped (note says why), failed, or
+    missed (an abandoned claim that a later catch-up run covers, or a paused schedule's)."""
 
     schedule: str
     due_at: float
@@ -317,12 +326,11 @@ def tick(now: float | None = None, *, start=None) -> list[Decision]:
         if not fires_here(schedule.target):
             continue  # their cloud fires those; `dl runs --sync` and `dl schedule show` review them
         review(store, schedule)
-        if schedule.status != "active":
-            continue
         since = _dt(schedule.last_fire_at or schedule.created_at)
         expr = cronexpr.parse(schedule.expression)
         due, count = cronexpr.latest_due(expr, schedule.timezone, since, _dt(now), anchor=_dt(schedule.created_at))
-        if due is None:
+        decisions += settle_abandoned(store, schedule, due, start=start or fire)
+        if schedule.status != "active" or due is None:
             continue
         due_at = due.timestamp()
         previous = store.list(schedule=schedule.name, limit=1)
@@ -332,8 +340,9 @@ def tick(now: float | None = None, *, start=None) -> list[Decision]:
             if store.claim_firing(schedule.name, due_at, "skipped", note):
                 decisions.append(Decision(schedule.name, due_at, "skipped", None, count - 1, note))
             continue
-        if not store.claim_firing(schedule.name, due_at, "starting"):
+        if not store.claim_firing(schedule.name, due_at, "starting", _claim_note()):
             continue  # another scheduler decided this fire time
+        faults.fault("after-claim")
         try:
             run = (start or fire)(store, schedule, due_at)
         except DlError as exc:
@@ -343,6 +352,66 @@ def tick(now: float | None = None, *, start=None) -> list[Decision]:
         note = f"catch-up for {count} missed fire times" if count > 1 else None
         store.settle_firing(schedule.name, due_at, "started", run.id, note)
         decisions.append(Decision(schedule.name, due_at, "started", run.id, count - 1, note))
+    return decisions
+
+
+def _claim_note() -> str:
+    """Who claims a fire time, so that the next tick can tell when the claimer is gone."""
+    return f"claimed by pid {os.getpid()}"
+
+
+def _claimer_gone(claim) -> bool:
+    """A claim is abandoned when its process no longer exists, or (a pid since reused, a dl that
+    did not name itself) when it is older than ABANDONED_AFTER_S; never one of this process."""
+    found = re.match(r"claimed by pid (\d+)", claim.note or "")
+    pid = int(found.group(1)) if found else None
+    if pid == os.getpid():
+        return False
+    if pid is not None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # another user's process holds that pid now
+    return time.time() - claim.decided_at > ABANDONED_AFTER_S
+
+
+def settle_abandoned(store: Store, schedule: Schedule, due: datetime | None, *, start=None) -> list[Decision]:
+    """Settle the schedule's fire times still "starting" whose claimer is gone (killed between the
+    claim and the start). Its run, if it got that far, is recorded; else it starts now, late and
+    once, unless ``due`` (the latest fire time due now) is later, whose catch-up run covers it, or
+    the schedule is paused: then it is missed. The previous run still going skips it, as always."""
+    from orchestrator import api
+
+    decisions = []
+    for claim in store.firings(schedule.name, 20, decision="starting"):
+        if claim.run_id is not None or not _claimer_gone(claim):
+            continue
+        was = claim.note.removeprefix("claimed by ") if claim.note else "an earlier dl"
+        gone = f"the scheduler that claimed it ({was}) stopped before recording its run"
+        if not store.take_over_firing(claim, _claim_note()):
+            continue  # another tick settles it
+        made = [r for r in store.list(schedule=schedule.name, limit=5) if r.created_at >= claim.decided_at]
+        if made:  # it got as far as starting the run
+            action, run_id, note = "started", made[-1].id, f"recorded late: {gone}"
+        elif schedule.status != "active":
+            action, run_id, note = "missed", None, f"{gone}; the schedule is paused"
+        elif due is not None and due.timestamp() > claim.due_at:
+            action, run_id, note = "missed", None, f"{gone}; the catch-up run for {due:%Y-%m-%d %H:%M %Z} covers it"
+        else:
+            previous = store.list(schedule=schedule.name, limit=1)
+            if previous and not api.refresh(store, previous[0]).status.is_terminal:
+                action, run_id = "skipped", None
+                note = f"{gone}; previous run {previous[0].id} is still {store.get(previous[0].id).status.value}"
+            else:
+                try:
+                    run_id = (start or fire)(store, schedule, claim.due_at).id
+                    action, note = "started", f"started late, at {_dt(time.time()):%Y-%m-%d %H:%M:%S %Z}: {gone}"
+                except DlError as exc:
+                    action, run_id, note = "failed", None, f"{gone}; starting it late failed: {exc.message}"
+        store.settle_firing(schedule.name, claim.due_at, action, run_id, note)
+        decisions.append(Decision(schedule.name, claim.due_at, action, run_id, 0, note))
     return decisions
 
 

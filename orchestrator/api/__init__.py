@@ -39,6 +39,7 @@ from orchestrator.api.query import (
     best_epoch,
     checkpoints,
     epoch_metrics,
+    import_runs,
     list_runs,
     logs,
     monitor_of,
@@ -58,7 +59,7 @@ from orchestrator.options import parse_assignments
 __all__ = [
     "INIT_CHANNEL", "PULL_CHOICES", "Comparison", "LaunchSpec", "Plan", "PullItem", "PullResult", "best_epoch",
     "checkpoints", "compare", "default_target", "describe", "epoch_metrics", "find_job", "git_info", "grid_points",
-    "launch", "list_artifacts", "list_runs", "logs", "monitor_of", "new_run_id", "parse_assignments", "parse_grid",
-    "parse_sort", "plan", "pull", "rank", "refresh", "resume", "select_artifacts", "show", "smoke_test",
+    "import_runs", "launch", "list_artifacts", "list_runs", "logs", "monitor_of", "new_run_id", "parse_assignments",
+    "parse_grid", "parse_sort", "plan", "pull", "rank", "refresh", "resume", "select_artifacts", "show", "smoke_test",
     "stale_checkpoint_warning", "start", "stop", "sweep", "verify_checkpoint", "wait", "warm_start_source",
 ]  # fmt: skip

@@ -183,3 +183,11 @@ def stop(run_id: str, *, grace: float = 60.0) -> Run:
     store = open_store()
     run = store.get(run_id)
     return require(get_backend(run.target), Capability.STOP).stop(store, run, grace)
+
+
+def import_runs() -> tuple[list[str], list[str]]:
+    """Import every run dl started on a target that can say so (SageMaker's dl-tagged jobs) and the
+    store does not know; returns (run ids, one note per target that could not be asked)."""
+    from orchestrator.rebuild import import_runs as import_all
+
+    return import_all(open_store())

@@ -41,6 +41,7 @@ class Capability(StrEnum):
     SCHEDULES = "schedules"
     DOCTOR = "doctor"
     COMMANDS = "commands"
+    IMPORT = "import"
 
 
 @dataclass
@@ -234,6 +235,14 @@ class SupportsCommands(Protocol):
         `dl --help` included: it imports no SDK, only the commands' modules."""
 
 
+@runtime_checkable
+class SupportsImport(Protocol):
+    def import_runs(self, store: Store) -> list[Run]:
+        """Insert every run dl started on this target that the store does not know yet (found on the
+        target's side, by dl's tags), and return them: `dl runs --sync --all`, `dl store rebuild`.
+        A DlError when the target is not set up here to be asked."""
+
+
 FEATURES: dict[Capability, type] = {
     Capability.STOP: SupportsStop,
     Capability.FOLLOW_LOGS: SupportsFollowLogs,
@@ -246,6 +255,7 @@ FEATURES: dict[Capability, type] = {
     Capability.SCHEDULES: SupportsSchedules,
     Capability.DOCTOR: SupportsDoctor,
     Capability.COMMANDS: SupportsCommands,
+    Capability.IMPORT: SupportsImport,
 }
 
 _CANNOT = {
@@ -260,6 +270,7 @@ _CANNOT = {
     Capability.SCHEDULES: "run schedules",
     Capability.DOCTOR: "check itself",
     Capability.COMMANDS: "add commands",
+    Capability.IMPORT: "import runs",
 }
 
 

@@ -21,7 +21,7 @@ from orchestrator.errors import DlError
 
 _ORDER = [
     "jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "plot", "compare", "sweep", "schedule",
-    "gpus", "config", "infra", "doctor",
+    "gpus", "config", "infra", "doctor", "store",
 ]  # fmt: skip
 
 
@@ -97,6 +97,7 @@ from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers comman
 from orchestrator.cli import launch as _launch  # noqa: E402,F401
 from orchestrator.cli import runs as _runs  # noqa: E402,F401
 from orchestrator.cli import schedule as _schedule  # noqa: E402,F401
+from orchestrator.cli import store as _store  # noqa: E402,F401
 
 
 def _add_backend_commands() -> None:

@@ -21,6 +21,9 @@ def runs(
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N runs, newest first (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of runs."),
     sync: bool = typer.Option(False, "--sync", help="First import the runs cloud schedules started (found in AWS)."),
+    sync_all: bool = typer.Option(
+        False, "--all", help="With --sync: import every run dl started in the cloud (dl-tagged SageMaker jobs)."
+    ),
     sort: str = typer.Option(
         None, "--sort", metavar="METRIC[:asc]", help="Rank by a final metric, highest first (:asc lowest first)."
     ),
@@ -36,15 +39,24 @@ def runs(
       dl runs --sort val_loss:asc -n 3
       dl runs --json | jq '.[0].metrics'
       dl runs --sync
+      dl runs --sync --all
     """
     from orchestrator import api
 
+    if sync_all and not sync:
+        raise UsageError("--all goes with --sync.", "Run: dl runs --sync --all")
     if sync:
         from orchestrator import scheduling
 
         imported = scheduling.sync()
         if imported:
             typer.echo(f"Imported {len(imported)} run(s) started by schedules.", err=True)
+    if sync_all:
+        ids, notes = api.import_runs()
+        if ids:
+            typer.echo(f"Imported {len(ids)} run(s) dl started elsewhere.", err=True)
+        for note in notes:
+            typer.echo(f"Note: {note}", err=True)
     found = api.list_runs(
         job=job, status=status, target=target, limit=limit or None, sort=sort, failure_kind=failure_kind
     )

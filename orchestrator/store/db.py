@@ -145,11 +145,12 @@ def _disk_error(path: Path, exc: sqlite3.OperationalError) -> StoreError | None:
 
 
 class Connection:
-    """One SQLite connection to DL_HOME/dl.db. Opening it creates DL_HOME and migrates the schema."""
+    """One SQLite connection to DL_HOME/dl.db. Opening it creates DL_HOME and migrates the schema.
+    ``path``: another database file for the same DL_HOME (the one `dl store rebuild` builds)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, path: Path | None = None) -> None:
         self.home = home
-        self.path = home / DB_NAME
+        self.path = path or home / DB_NAME
         try:
             home.mkdir(parents=True, exist_ok=True)
             probe = home / f".write-test-{os.getpid()}"
@@ -173,7 +174,7 @@ class Connection:
                 raise
             raise StoreError(
                 f"The run database {self.path} cannot be opened ({exc}).",
-                "Move it aside to start a new one; it is never modified when it cannot be read.",
+                "Run `dl store rebuild` to make it again from the run folders (it keeps this file aside).",
             ) from exc
 
     def _check_version(self, version: int) -> None:

@@ -29,6 +29,7 @@ class EpochMetricsTable:
             self._db.executemany(
                 "INSERT OR REPLACE INTO run_metrics (run_id, epoch, step, name, value) VALUES (?, ?, ?, ?, ?)", values
             )
+            self._record_run(run_id)  # RunTable's: the run's record holds its epochs too
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

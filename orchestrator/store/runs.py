@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
+from orchestrator import records
 from orchestrator.backends import public_state_keys
 from orchestrator.errors import RunExists, RunNotFound, UsageError
 from orchestrator.failures import FailureKind, default_for
@@ -114,6 +116,7 @@ class RunTable:
     """The runs table, on a Connection's ``_db`` (mixed into Store)."""
 
     _db: sqlite3.Connection
+    home: Path
 
     # -- reading ---------------------------------------------------------------
 
@@ -181,22 +184,33 @@ class RunTable:
     # -- writing ---------------------------------------------------------------
 
     def insert(self, run: Run) -> None:
+        """Record a new run. A UsageError when the id is taken, in the database or by a record that
+        an earlier run left in its folder (a database moved aside: `dl store rebuild` brings it back)."""
+        record = records.run_record_path(self.home, run.id)
+        if record.exists() and not self.exists(run.id):
+            raise UsageError(
+                f"The run folder {record.parent.parent} holds the record of an earlier run {run.id!r}.",
+                "Pick another --name, or bring that run back with `dl store rebuild`.",
+            )
         values = _run_to_row(run)
         try:
-            self._db.execute(
-                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
+            self._write_run(
+                run.id, f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values
             )
         except sqlite3.IntegrityError as exc:
             raise RunExists(f"A run named {run.id!r} already exists.", "Pick another --name.") from exc
 
     def insert_many(self, runs: Iterable[Run]) -> None:
-        """Bulk insert (imports, benchmarks) in one transaction: all runs or none."""
+        """Bulk insert (imports, benchmarks, a rebuild) in one transaction: all runs or none."""
+        runs = list(runs)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(
                 f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 (_run_to_row(r) for r in runs),
             )
+            for run in runs:
+                self._record_run(run.id)
         except sqlite3.IntegrityError as exc:
             self._db.execute("ROLLBACK")
             raise UsageError(f"A run among these already exists ({exc}).", "Nothing was imported.") from exc
@@ -213,7 +227,7 @@ class RunTable:
                 raise ValueError(f"unknown run field {key}")
             sets.append(f"{key} = ?")
             args.append(_encode(key, value))
-        self._db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
+        self._write_run(run_id, f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
 
     def merge_backend_state(self, run_id: str, **state) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -222,6 +236,7 @@ class RunTable:
             current = json.loads(row[0]) if row else {}
             current.update(state)
             self._db.execute("UPDATE runs SET backend_state = ? WHERE id = ?", (json.dumps(current), run_id))
+            self._record_run(run_id)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -282,11 +297,37 @@ class RunTable:
         sets = ["status = ?"] + [f"{k} = ?" for k in fields]
         args = [status.value] + [_encode(k, v) for k, v in fields.items()]
         placeholders = ", ".join("?" * len(allowed_from))
-        cur = self._db.execute(
+        changed = self._write_run(
+            run_id,
             f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND status IN ({placeholders})",
             (*args, run_id, *(s.value for s in allowed_from)),
         )
-        return cur.rowcount == 1
+        return changed == 1
+
+    # -- the record beside the run's files (records.py) ------------------------
+
+    def _write_run(self, run_id: str, sql: str, args) -> int:
+        """Run one statement that changes run ``run_id`` and rewrite its record, in one write
+        transaction; returns the rows changed. Every change of a run comes through here (or calls
+        ``_record_run`` inside its own transaction: merge_backend_state, insert_many, epoch metrics)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            changed = self._db.execute(sql, args).rowcount
+            if changed:
+                self._record_run(run_id)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return changed
+
+    def _record_run(self, run_id: str) -> None:
+        """Rewrite the run's record from its row and per-epoch metrics, inside the caller's write
+        transaction (so records are written in the order the rows change); nothing without a row."""
+        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is not None:
+            text = records.run_text(_row_to_run(row), self.epoch_metrics(run_id))
+            records.save(records.run_record_path(self.home, run_id), text)
 
 
 def _encode(key: str, value):

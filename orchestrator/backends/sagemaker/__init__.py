@@ -198,7 +198,8 @@ def failure_kind(job: dict) -> FailureKind | None:
 
 
 class SageMakerBackend:
-    """Features: stop, follow logs, pull, refresh many, ready, schedules, doctor, commands (base.py).
+    """Features: stop, follow logs, pull, refresh many, ready, schedules, doctor, commands,
+    import (base.py).
     No resume: SageMaker resumes spot interruptions itself; a stopped run continues as a new run
     (``--from``)."""
 
@@ -248,6 +249,19 @@ class SageMakerBackend:
         from orchestrator.backends.sagemaker.schedules import EventBridgeScheduler
 
         return EventBridgeScheduler()
+
+    def import_runs(self, store: Store) -> list[Run]:
+        """Insert every dl-tagged training job of the configured account and region that the store
+        does not know (imports.py); a UsageError when no region and bucket are configured here."""
+        from orchestrator.backends.sagemaker.aws import has_credentials
+        from orchestrator.backends.sagemaker.imports import import_tagged
+        from orchestrator.config import load_settings, require
+
+        cfg = load_settings()
+        require(cfg, "region", "bucket", purpose="the sagemaker target")
+        profile = cfg.session_kwargs().get("profile_name")
+        has_credentials(cfg.region, profile)
+        return import_tagged(store, [(cfg.region, profile)], None)
 
     def ready(self, spec: LaunchSpec) -> None:
         """Everything a real launch needs besides AWS itself: settings, and credentials to sign with."""

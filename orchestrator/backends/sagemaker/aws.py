@@ -202,10 +202,11 @@ class Aws:
             return self.client("sagemaker").describe_training_job(TrainingJobName=name)
 
     def list_training_jobs(self, created_after) -> Iterator[dict]:
-        """Summaries of jobs created after ``created_after`` (a datetime), one page at a time."""
+        """Summaries of jobs created after ``created_after`` (a datetime; None: every job), one page at a time."""
         pages = self.client("sagemaker").get_paginator("list_training_jobs")
+        since = {"CreationTimeAfter": created_after} if created_after is not None else {}
         with translate("listing training jobs"):
-            for page in pages.paginate(CreationTimeAfter=created_after, MaxResults=100):
+            for page in pages.paginate(**since, MaxResults=100):
                 yield from page.get("TrainingJobSummaries", [])
 
     def stop_training_job(self, name: str) -> None:

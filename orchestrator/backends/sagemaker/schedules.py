@@ -17,10 +17,9 @@ import json
 import uuid
 from typing import TYPE_CHECKING
 
-from orchestrator.backends.runtime_io import decode_hyperparameters
 from orchestrator.backends.sagemaker import request as req
 from orchestrator.errors import UsageError
-from orchestrator.store import Run, RunStatus, Schedule, Store
+from orchestrator.store import Run, Schedule, Store
 
 if TYPE_CHECKING:
     from orchestrator.api import Plan
@@ -241,6 +240,7 @@ def discover(store: Store, schedules: list[Schedule]) -> list[Run]:
     import time
     from datetime import UTC, datetime, timedelta
 
+    from orchestrator.backends.sagemaker.imports import import_tagged
     from orchestrator.config import load_settings
 
     places = {(s.cloud.get("region"), s.cloud.get("profile")) for s in schedules if s.cloud.get("region")}
@@ -251,75 +251,7 @@ def discover(store: Store, schedules: list[Schedule]) -> list[Run]:
         raise UsageError("No AWS region configured to look for scheduled runs in.", "Set DL_REGION.")
     oldest = min((s.created_at for s in schedules), default=time.time() - 30 * 86400)
     since = datetime.fromtimestamp(oldest, tz=UTC) - timedelta(hours=1)
-    imported = []
-    for region, profile in sorted(places, key=str):
-        aws = _aws(region, profile)
-        for summary in aws.list_training_jobs(since):
-            name = summary["TrainingJobName"]
-            if store.exists(name):
-                continue
-            tags = _tags(aws, summary["TrainingJobArn"])
-            if "dl:schedule" not in tags:
-                continue
-            imported.append(_import(store, aws, name, tags, profile))
-    return imported
-
-
-def _tags(aws, arn: str) -> dict[str, str]:
-    from orchestrator.backends.sagemaker.aws import translate
-
-    with translate(f"reading the tags of {arn}"):
-        pages = aws.client("sagemaker").get_paginator("list_tags").paginate(ResourceArn=arn)
-        return {t["Key"]: t["Value"] for page in pages for t in page.get("Tags", [])}
-
-
-def _import(store: Store, aws, name: str, tags: dict[str, str], profile: str | None) -> Run:
-    from orchestrator.backends.sagemaker import SageMakerBackend, estimate
-
-    job = aws.describe_training_job(name)
-    hyper = decode_hyperparameters(job.get("HyperParameters") or {})
-    params = {k: v for k, v in hyper.items() if not k.startswith("sagemaker_")}
-    output = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
-    resources = job.get("ResourceConfig", {})
-    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job.get("InputDataConfig") or []}
-    price = None
-    try:
-        placement = req.Placement(region=aws.region, bucket="", prefix="", role_arn="", image="",
-                                  instance_type=resources.get("InstanceType", ""), gpus_per_node=0,
-                                  nodes=int(resources.get("InstanceCount") or 1))  # fmt: skip
-        price = estimate(placement)["price_per_hour"]
-    except Exception:  # an instance type dl's catalog does not know: no cost estimate
-        price = None
-    run = Run(
-        id=name,
-        job=tags.get("dl:job", "?"),
-        target="sagemaker",
-        status=RunStatus.PENDING,
-        params=params,
-        package_hash=tags.get("dl:package"),
-        git_commit=tags.get("dl:git-commit"),
-        created_at=job["CreationTime"].timestamp(),
-        data=channels,
-        log_uri=f"cloudwatch:{req.LOG_GROUP}/{name}",
-        checkpoint_uri=(job.get("CheckpointConfig") or {}).get("S3Uri"),
-        model_uri=f"{output}/{name}/output/model.tar.gz",
-        output_uri=output,
-        backend_state={
-            "region": aws.region,
-            "profile": profile,
-            "instance_type": resources.get("InstanceType"),
-            "nodes": resources.get("InstanceCount"),
-            "spot": bool(job.get("EnableManagedSpotTraining")),
-            "price_per_hour": price,
-            "arn": job.get("TrainingJobArn"),
-            "package_uri": hyper.get("sagemaker_submit_directory"),
-            "imported": True,
-        },  # fmt: skip
-        schedule=tags["dl:schedule"],
-    )
-    store.insert(run)
-    SageMakerBackend()._apply(store, run, job)
-    return store.get(name)
+    return import_tagged(store, places, since, wanted=lambda tags: "dl:schedule" in tags)
 
 
 def _split(uri: str) -> tuple[str, str]:
