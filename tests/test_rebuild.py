@@ -224,7 +224,7 @@ def test_rebuild_without_sagemaker_settings_says_so(dl_home, monkeypatch):
 
 
 def _schedule_run_once(fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.pop("DL_TEST_FAULT", None)
     if fault:
         env["DL_TEST_FAULT"] = fault
@@ -265,6 +265,7 @@ def test_a_claim_whose_scheduler_was_killed_starts_late_once(dl_home):
     assert [r.id for r in open_store().list(schedule="hourly")] == [firing.run_id]
 
 
+@pytest.mark.train  # `schedule create` of a local schedule checks for the train extra
 def test_a_killed_claim_is_missed_when_a_later_catch_up_covers_it(dl_home):
     due = _due_schedule("covered")
     _killed_after_claim("covered", due)
