@@ -296,3 +296,30 @@ def test_a_new_run_never_takes_over_an_earlier_runs_record(dl_home):
     with pytest.raises(UsageError, match="holds the record of an earlier run"):
         Store(dl_home).insert(Run(id="old", job="other", target="sagemaker", status=RunStatus.PENDING, created_at=2.0))
     assert (dl_home / "runs" / "old" / "dl" / "run.json").read_text() == record
+
+
+def test_a_migration_first_copies_the_database_with_sqlites_backup(dl_home):
+    from orchestrator.store import _MIGRATIONS, SCHEMA_VERSION
+
+    dl_home.mkdir(parents=True)
+    with sqlite3.connect(dl_home / "dl.db") as raw:  # schema 2: before per-epoch metrics and sweeps
+        for script in _MIGRATIONS[:2]:
+            raw.executescript(script)
+        raw.execute(
+            "INSERT INTO runs (id, job, target, status, created_at) VALUES ('old', 'mnist', 'local', 'Completed', 1)"
+        )
+        raw.execute("PRAGMA user_version = 2")
+    raw.close()
+    store = Store(dl_home)
+    assert store.get("old").status is RunStatus.COMPLETED
+    store.close()
+    backup = dl_home / "dl.db.before-schema-3"
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert copy.execute("SELECT id FROM runs").fetchall() == [("old",)]
+    copy.close()
+    with sqlite3.connect(dl_home / "dl.db") as now:
+        assert now.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    now.close()
+    Store(dl_home).close()  # up to date: no second copy
+    assert sorted(p.name for p in dl_home.glob("dl.db.before-*")) == ["dl.db.before-schema-3"]

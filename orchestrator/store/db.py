@@ -185,6 +185,7 @@ class Connection:
             )
 
     def _migrate(self) -> None:
+        self._back_up(self._db.execute("PRAGMA user_version").fetchone()[0])
         while True:
             self._db.execute("BEGIN IMMEDIATE")
             # Read under the write lock: two processes opening a new DL_HOME migrate once.
@@ -202,6 +203,22 @@ class Connection:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _back_up(self, version: int) -> None:
+        """Before a migration changes a database that has data (schema 1 or later), copy it whole
+        with SQLite's online backup to ``dl.db.before-schema-<next>`` (once; never deleted)."""
+        if not 0 < version < SCHEMA_VERSION:
+            return
+        target = self.path.with_name(f"{self.path.name}.before-schema-{version + 1}")
+        if target.exists():
+            return
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        copy = sqlite3.connect(partial)
+        try:
+            self._db.backup(copy)
+        finally:
+            copy.close()
+        os.replace(partial, target)
 
     def close(self) -> None:
         self._db.close()
