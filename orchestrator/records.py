@@ -69,16 +69,15 @@ def write(path: Path, text: str) -> bool:
     return True
 
 
-def save(path: Path, text: str) -> None:
-    """``write``, for the store: a record that cannot be written (a full disk, a read-only run
-    folder) is said on stderr, and the change it mirrors stands in dl.db."""
+def save(path: Path, text: str) -> str | None:
+    """``write``, for the store: None, or the line to say when the record cannot be written (a full
+    disk, a read-only run folder); the change it mirrors stands in dl.db all the same."""
     try:
         write(path, text)
     except OSError as exc:
-        import sys
-
-        print(f"dl: could not write the record {path} ({exc.strerror or exc}); dl.db has the change,"
-              " but `dl store rebuild` would not", file=sys.stderr)  # fmt: skip
+        return (f"dl: could not write the record {path} ({exc.strerror or exc}); dl.db has the change,"
+                " but `dl store rebuild` would not")  # fmt: skip
+    return None
 
 
 def read_run(path: Path) -> tuple[Run, list[dict]]:

@@ -151,6 +151,7 @@ class Connection:
     def __init__(self, home: Path, *, path: Path | None = None) -> None:
         self.home = home
         self.path = path or home / DB_NAME
+        self._unwritten: list[str] = []
         try:
             home.mkdir(parents=True, exist_ok=True)
             probe = home / f".write-test-{os.getpid()}"
@@ -203,6 +204,27 @@ class Connection:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    # -- write transactions whose records (records.py) are written inside them --------
+
+    def _unrecorded(self, message: str) -> None:
+        """A record that could not be written: said on stderr once the transaction commits (if it
+        fails too, its own error says what happened, in one line)."""
+        self._unwritten.append(message)
+
+    def _commit(self) -> None:
+        import sys
+
+        self._db.execute("COMMIT")
+        for message in self._unwritten:
+            print(message, file=sys.stderr)
+        self._unwritten.clear()
+
+    def _rollback(self) -> None:
+        """Undo the transaction, if SQLite has not already (a COMMIT that failed on a full disk)."""
+        self._unwritten.clear()
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _back_up(self, version: int) -> None:
         """Before a migration changes a database that has data (schema 1 or later), copy it whole

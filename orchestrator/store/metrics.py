@@ -30,9 +30,9 @@ class EpochMetricsTable:
                 "INSERT OR REPLACE INTO run_metrics (run_id, epoch, step, name, value) VALUES (?, ?, ?, ?, ?)", values
             )
             self._record_run(run_id)  # RunTable's: the run's record holds its epochs too
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         return len(values)
 

@@ -212,12 +212,12 @@ class RunTable:
             for run in runs:
                 self._record_run(run.id)
         except sqlite3.IntegrityError as exc:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise UsageError(f"A run among these already exists ({exc}).", "Nothing was imported.") from exc
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+        self._commit()
 
     def update(self, run_id: str, **fields) -> None:
         """Set fields of a run; JSON fields take dicts. Unknown names are a programming error."""
@@ -237,9 +237,9 @@ class RunTable:
             current.update(state)
             self._db.execute("UPDATE runs SET backend_state = ? WHERE id = ?", (json.dumps(current), run_id))
             self._record_run(run_id)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
 
     # -- transitions: each returns True when it changed the run ------------------
@@ -315,9 +315,9 @@ class RunTable:
             changed = self._db.execute(sql, args).rowcount
             if changed:
                 self._record_run(run_id)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         return changed
 
@@ -327,7 +327,8 @@ class RunTable:
         row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is not None:
             text = records.run_text(_row_to_run(row), self.epoch_metrics(run_id))
-            records.save(records.run_record_path(self.home, run_id), text)
+            if problem := records.save(records.run_record_path(self.home, run_id), text):
+                self._unrecorded(problem)
 
 
 def _encode(key: str, value):

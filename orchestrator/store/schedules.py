@@ -116,9 +116,9 @@ class ScheduleTable:
             self._db.execute("DELETE FROM schedules WHERE name = ?", (name,))
             self._db.execute("DELETE FROM firings WHERE schedule = ?", (name,))
             records.schedule_record_path(self.home, name).unlink(missing_ok=True)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def claim_firing(self, schedule: str, due_at: float, decision: str, note: str | None = None) -> bool:
@@ -166,9 +166,9 @@ class ScheduleTable:
             )
             for name in sorted({f.schedule for f in firings}):
                 self._record_schedule(name)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def firings(self, schedule: str, limit: int = 10, *, decision: str | None = None) -> list[Firing]:
@@ -193,9 +193,9 @@ class ScheduleTable:
                 self._db.execute(statement, values)
             if changed:
                 self._record_schedule(name)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         return changed
 
@@ -206,4 +206,5 @@ class ScheduleTable:
         ).fetchone()
         if row is not None:
             text = records.schedule_text(_row_to_schedule(row), self.firings(name, records.FIRINGS_KEPT))
-            records.save(records.schedule_record_path(self.home, name), text)
+            if problem := records.save(records.schedule_record_path(self.home, name), text):
+                self._unrecorded(problem)
