@@ -186,3 +186,16 @@ def test_a_script_project_is_its_nearest_marked_folder(tmp_path):
     assert job.path == (tmp_path / "proj").resolve() and job.script == "src/pkg/train.py"
     assert job.lightning == "pytorch_lightning"
     assert load_script(str(script), root=str(tmp_path / "proj" / "src")).script == "pkg/train.py"
+
+
+@pytest.mark.train
+def test_a_sweep_of_a_lightningcli_script(dl_home, project):
+    folder = project("cli")
+    args = ["--set", "model.lr=0.1,0.02", "--local", "--wait", "--", "fit", "--config", "config.yaml"]
+    result = invoke("sweep", str(folder / "main.py"), *args)
+    assert result.exit_code == 0, result.output
+    runs = [json.loads(invoke("show", line.split()[1], "--json").stdout)
+            for line in result.stdout.splitlines() if line.startswith("Launched ")]  # fmt: skip
+    assert [r["status"] for r in runs] == ["Completed", "Completed"]
+    seen = sorted(line for r in runs for line in _log(r["id"]).splitlines() if line.startswith("cli sees"))
+    assert seen == ["cli sees lr=0.02 hidden=8", "cli sees lr=0.1 hidden=8"]

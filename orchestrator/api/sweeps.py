@@ -94,18 +94,21 @@ def sweep(
     options: LaunchOptions | None = None,
     on_launch: Callable[[Run], None] | None = None,
     poll: float = 0.5,
+    script_args: list[str] | None = None,
+    root: str | None = None,
     **choices,
 ) -> tuple[str, list[Run]]:
     """Launch one run per point of ``grid`` under one sweep id, at most ``parallel`` unfinished at once.
 
     Every run gets the same launch ``options`` (``choices``: LaunchOptions fields on top). Every
     point is planned (validated and packaged) before the first run starts, so a bad value starts
-    nothing. Returns when the last run has been launched (it may still be running)."""
+    nothing. Returns when the last run has been launched (it may still be running). A script
+    (``job_name`` a .py file) gets ``script_args`` first in every run, then the point's pairs."""
     if parallel < 1:
         raise UsageError("--parallel must be at least 1.")
     points = grid_points(grid)
     options = LaunchOptions.of(options, **choices)
-    plans = [plan(job_name, overrides=point, options=options) for point in points]
+    plans = [plan(job_name, overrides=point, options=options, script_args=script_args, root=root) for point in points]
     sweep_id = new_run_id(f"{plans[0].job.name}-sweep")
     store = open_store()
     launched: list[Run] = []

@@ -97,8 +97,15 @@ def comparison_table(result, *, ranked: bool) -> str:
 @options.launch_options()
 def sweep(
     job: str = typer.Argument(
-        ..., metavar="JOB", help="Job name or path to a job folder.", autocompletion=completion.job_names
+        ...,
+        metavar="JOB",
+        help="Job name, path to a job folder, or a Python training script.",
+        autocompletion=completion.job_names,
     ),
+    script_args: list[str] = typer.Argument(
+        None, metavar="[-- SCRIPT ARGS...]", help="With a script: its own arguments, first in every run."
+    ),
+    root: str = typer.Option(None, "--root", metavar="DIR", help="With a script: its project folder to package."),
     set_: list[str] = typer.Option(
         None, "--set", "-s", metavar="KEY=V1,V2,...", help="Values to try (comma-separated); repeatable."
     ),
@@ -116,6 +123,7 @@ def sweep(
       dl sweep playground --set lr=0.1,0.01,0.001 --set width=8,32
       dl sweep playground --set hidden_layers=0,1,2 --set dataset=spiral --parallel 2 --wait
       dl sweep mnist --set lr=0.01,0.001 --gpu T4 --spot --parallel 2
+      dl sweep main.py --set model.lr=0.1,0.01 --local -- fit --config config.yaml
     """
     from orchestrator import api
 
@@ -132,7 +140,9 @@ def sweep(
         typer.echo(f"Launched {run.id}  {varied}".rstrip())
 
     runs_seen: list = []
-    sweep_id, runs = api.sweep(job, grid, parallel=parallel, options=launch_options, on_launch=launched)
+    sweep_id, runs = api.sweep(
+        job, grid, parallel=parallel, options=launch_options, on_launch=launched, script_args=script_args, root=root
+    )
     typer.echo(f"Sweep {sweep_id}: all {len(runs)} runs launched.")
     if not wait:
         typer.echo(f"  compare: dl compare --sweep {sweep_id}")
