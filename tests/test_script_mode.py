@@ -135,6 +135,13 @@ def test_a_script_without_lightning_runs_with_the_contract(dl_home, project):
     assert "imports no Lightning" in _log(run["id"]) and "checkpoints are its own" in _log(run["id"])
     assert "raw step 3 args ['--note', 'x']" in _log(run["id"])
     assert (Path(run["model"]) / "weights.txt").read_text() == "3"
+    # Its checkpoint is a legacy (non-zip) torch.save: pulled as written, with a note, not "corrupt".
+    (Path(run["checkpoints"]) / "last.ckpt").write_bytes((Path(run["checkpoints"]) / "state.pt").read_bytes())
+    pulled = invoke("pull", run["id"], "--all", "--to", str(folder / "pulled"))
+    assert pulled.exit_code == 0, pulled.output
+    assert "state.pt is in the script's own format" in pulled.stdout and "corrupt" not in pulled.output
+    for name in ("state.pt", "last.ckpt"):
+        assert (folder / "pulled" / "checkpoints" / name).read_bytes() == (Path(run["checkpoints"]) / name).read_bytes()
 
     failed = invoke("launch", str(folder / "train.py"), "--local", "--follow", "--", "--fail")
     assert failed.exit_code == 1

@@ -33,6 +33,7 @@ class PullResult:
     skipped: list[Path] = field(default_factory=list)
     unpacked: list[Path] = field(default_factory=list)
     redone: dict[Path, str] = field(default_factory=dict)  # unpacked again: why the file there did not match
+    notes: list[str] = field(default_factory=list)  # one line each (a script's own checkpoint format)
     bytes: int = 0
     resumed_bytes: int = 0
     backoffs: int = 0  # pauses before continuing a download that broke off bringing nothing
@@ -63,16 +64,22 @@ def pull(
     if not any(a.kind in ("checkpoint", "model") for a in selected):
         raise _nothing_to_pull(run)
     dest = pull_destination(to, Path.cwd() / run.id, create=not dry_run)
-    items = []
+    items, notes = [], []
+    # dl's own checkpoints are the runtime's, recorded in its manifest; a script run's other
+    # checkpoint files are the script's own format (legacy torch.save, another framework's).
+    script = "dl_script_args" in run.params
+    own = {entry.get("file") for entry in backend.checkpoint_manifest(run)} if script else set()
     for artifact in selected:
         folder = {"model": "model", "checkpoint": "checkpoints", "metrics": "metrics"}[artifact.kind]
         check = None
-        if artifact.name.endswith(".ckpt"):
+        if script and artifact.kind == "checkpoint" and artifact.name not in own:
+            notes.append(f"{artifact.name} is in the script's own format: pulled as the run wrote it, unchecked.")
+        elif artifact.name.endswith(".ckpt"):
             label = f"{artifact.name} of run {run.id}"
             check = functools.partial(verify_checkpoint, name=label)
         items.append(PullItem(artifact, dest / folder / artifact.name, check))
     one_source_per_destination(items, dest)
-    result = PullResult(dest, items)
+    result = PullResult(dest, items, notes=notes)
     if dry_run:
         return result
     report = backend.download(run, items, dest, progress=progress)

@@ -284,6 +284,8 @@ def pull(
         typer.echo(f"  {path}  ({render.size(path.stat().st_size)})")
     for path, why in result.redone.items():
         typer.echo(f"Unpacked {path.name} again: {why}.")
+    for note in result.notes:
+        typer.echo(note)
     summary = (
         f"Pulled {len(result.fetched)} file{'s' if len(result.fetched) != 1 else ''} ({render.size(result.bytes)})"
     )

@@ -306,15 +306,17 @@ class LocalBackend:
 
     def artifacts(self, run: Run) -> list[Artifact]:
         found: list[Artifact] = []
+        # A script run's checkpoints may be in its own format and named as it likes (state.pt).
+        checkpoints = "*" if "dl_script_args" in run.params else "*.ckpt"
         for kind, folder, pattern in (
             ("model", run.model_uri, "*"),
-            ("checkpoint", run.checkpoint_uri, "*.ckpt"),
+            ("checkpoint", run.checkpoint_uri, checkpoints),
             ("metrics", run.output_uri and str(Path(run.output_uri) / "data"), "*"),
         ):
             if not folder or not Path(folder).is_dir():
                 continue
             for path in sorted(Path(folder).glob(pattern)):
-                if path.is_file() and not path.name.startswith("."):
+                if path.is_file() and not path.name.startswith(".") and path.name != "manifest.json":
                     found.append(Artifact(path.name, kind, str(path), path.stat().st_size))
         return found
 
