@@ -137,6 +137,11 @@ class Job:
     entry_point = "dl_entry.py"
 
     @property
+    def ref(self) -> str:
+        """What :func:`find_job` finds this job by again: its folder."""
+        return str(self.path)
+
+    @property
     def all_params(self) -> dict[str, Param]:
         return {**self.params, **self.trainer}
 

@@ -161,7 +161,7 @@ def create(
         "params": the_plan.params,
         "options": the_plan.options.to_json(),
         "overrides": overrides or {},
-        "job_dir": str(the_plan.job.path),
+        "job_dir": the_plan.job.ref,
         "files": package_files(the_plan.package.path),
         "from_schedule": source if from_schedule else None,
         "retries": retries,
@@ -278,7 +278,7 @@ def update(name: str) -> UpdateResult:
     result = UpdateResult(schedule, added, removed, changed)
     if package.sha256 == schedule.package_hash:
         return result
-    spec = {**schedule.spec, "files": new, "job_dir": str(job.path)}
+    spec = {**schedule.spec, "files": new, "job_dir": job.ref}
     the_plan = api.Plan(job, spec["params"], package, LaunchOptions.from_json(spec["options"]))
     scheduler_for(schedule.target).replace_target(schedule, the_plan)
     store.update_schedule(name, package_hash=package.sha256, spec=spec, updated_at=time.time())

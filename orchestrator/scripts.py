@@ -49,6 +49,11 @@ class ScriptJob:
     entry_point: str = WRAPPER
 
     @property
+    def ref(self) -> str:
+        """What :func:`orchestrator.jobs.find_job` finds this job by again: the script's path."""
+        return str(self.path / self.script)
+
+    @property
     def all_params(self) -> dict:
         return {}
 

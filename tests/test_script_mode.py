@@ -206,3 +206,21 @@ def test_a_sweep_of_a_lightningcli_script(dl_home, project):
     assert [r["status"] for r in runs] == ["Completed", "Completed"]
     seen = sorted(line for r in runs for line in _log(r["id"]).splitlines() if line.startswith("cli sees"))
     assert seen == ["cli sees lr=0.02 hidden=8", "cli sees lr=0.1 hidden=8"]
+
+
+@pytest.mark.train
+def test_a_schedule_fires_a_script(dl_home, project):
+    import time
+
+    from orchestrator import scheduling
+    from orchestrator.store import open_store
+
+    folder = project("raw")
+    script = folder / "train.py"
+    scheduling.create("raw-daily", str(script), expression="0 3 * * *", target="local", overrides={"note": "s"})
+    store = open_store()
+    schedule = store.get_schedule("raw-daily")
+    assert schedule.spec["job_dir"] == str(script.resolve())  # found again by the script's path
+    run = scheduling.fire(store, schedule, time.time())
+    done = wait_for(lambda: (r := _run(run.id))["terminal"] and r, what="the scheduled run")
+    assert done["status"] == "Completed" and "raw step 3 args ['--note', 's']" in _log(run.id)
