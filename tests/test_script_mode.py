@@ -224,3 +224,37 @@ def test_a_schedule_fires_a_script(dl_home, project):
     run = scheduling.fire(store, schedule, time.time())
     done = wait_for(lambda: (r := _run(run.id))["terminal"] and r, what="the scheduled run")
     assert done["status"] == "Completed" and "raw step 3 args ['--note', 's']" in _log(run.id)
+
+
+@pytest.fixture
+def moto(aws, moto_endpoint):
+    class Clients:
+        session = aws
+        endpoint = moto_endpoint
+        sm = aws.client("sagemaker", endpoint_url=moto_endpoint)
+
+    return Clients
+
+
+@pytest.mark.train
+def test_a_script_as_a_played_sagemaker_job(moto, project, tmp_path):
+    from tests.sagemaker_double import play_training_job
+
+    folder = project("plain")
+    result = invoke(
+        "launch", str(folder / "train.py"), "--gpu", "T4", "--set", "lr=0.1", "--json", "--", "--epochs", "2"
+    )
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["id"]
+    job = moto.sm.describe_training_job(TrainingJobName=run_id)
+    assert json.loads(job["HyperParameters"]["sagemaker_program"]) == "dl_script.py"
+    # SageMaker's part: moto only records the job, so the test runs it (see sagemaker_double).
+    played = play_training_job(moto.session, run_id, tmp_path / "container", endpoint_url=moto.endpoint)
+    assert played.returncode == 0, played.output
+    assert "script sees lr=0.1 epochs=2" in played.output and "epoch 2/2" in played.output
+    state = _run(run_id)
+    assert state["status"] == "Completed" and "val_loss" in state["metrics"]
+    pulled = invoke("pull", run_id, "--last", "--to", str(tmp_path / "pulled"))
+    assert pulled.exit_code == 0, pulled.output
+    last = tmp_path / "pulled" / "checkpoints" / "last.ckpt"
+    assert last.read_bytes() == (played.base / "checkpoints" / "last.ckpt").read_bytes()
