@@ -42,6 +42,8 @@ from pathlib import Path
 
 from orchestrator.backends import TARGETS
 from orchestrator.errors import UsageError
+from orchestrator.fsutil import atomic_write
+from orchestrator.settings import parse_bool
 
 FILE_NAME = "dl.toml"
 SECTIONS = ("aws", "defaults", "tags")
@@ -193,7 +195,6 @@ FIELDS: dict[str, _Field] = {
     "framework_version": _Field("defaults", str, _VERSION),
 }
 _DEFAULTS = Settings()
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def env_var(name: str) -> str:
@@ -205,9 +206,10 @@ def _from_text(name: str, raw: str):
     """Parse a string (environment, CLI, `dl config set`) into the setting's type, then check it."""
     kind = FIELDS[name].kind
     if kind is bool:
-        if raw.strip().lower() not in _TRUE | _FALSE:
+        value = parse_bool(raw.strip())
+        if value is None:
             raise _Bad("is not true or false.", "Use true/false, 1/0 or yes/no.")
-        return raw.strip().lower() in _TRUE
+        return value
     if kind in (int, float):
         try:
             number = kind(raw.strip())
@@ -554,23 +556,3 @@ def toml_value(value: object) -> str:
     import tomlkit
 
     return tomlkit.item(value).as_string()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` at once: a temporary file beside it, fsynced, then renamed over
-    (keeping the file's mode), so a reader never sees half of it."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,8 +11,9 @@ process and no other point is affected. Never set in normal use. ACTION is one o
 Points: ``after-insert`` (api.start: the run's row is written, nothing submitted yet),
 ``supervisor-started`` (the local backend: the supervisor process exists, its pid not yet
 recorded), ``after-claim`` (scheduling.tick: a fire time claimed "starting", its run not
-started yet) and, in the runtime (dl_entry.py, which has its own copy of this function since it
-imports nothing from dl), ``after-fit`` (training finished, the model not yet written).
+started yet), ``package-write`` (packaging: half of a package written into the cache) and, in the
+runtime (dl_entry.py, which has its own copy of this function since it imports nothing from dl),
+``after-fit`` (training finished, the model not yet written).
 """
 
 from __future__ import annotations

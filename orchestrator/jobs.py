@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import JobError, ParamError
+from orchestrator.settings import parse_bool
 
 JOB_FILE = "job.toml"
 _TYPES = {"int", "float", "str", "bool", "batches", "workers"}
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,9 @@ class Param:
             elif self.type == "workers":
                 value = "auto" if text.lower() == "auto" else int(text)
             elif self.type == "bool":
-                if text.lower() not in _TRUE | _FALSE:
+                value = parse_bool(text)
+                if value is None:
                     raise ValueError(text)
-                value = text.lower() in _TRUE
             else:
                 value = text
         except ValueError:

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import re
-import signal
 import stat
 import tarfile
 import time
@@ -40,6 +39,8 @@ from pathlib import Path
 
 from orchestrator import secretscan
 from orchestrator.errors import ArtifactError, PackageError, UsageError
+from orchestrator.faults import fault
+from orchestrator.fsutil import replacing
 from orchestrator.jobs import Job
 
 ENTRY_POINT = "dl_entry.py"
@@ -59,7 +60,6 @@ _SKIP_DIRS = {
 }  # fmt: skip
 _SKIP_FILES = ("*.pyc", "*.pyo", ".DS_Store")
 _STALE_TMP_S = 3600  # a temporary file this old is a dead build's even if its pid was reused
-KILL_HOOK = "DL_TEST_KILL_AT"  # tests: "package-write" kills this process halfway through writing the cache
 
 
 @dataclass
@@ -389,24 +389,17 @@ def _store(cache_dir: Path, digest: str, blob: bytes) -> tuple[Path, list[str]]:
         )
     except FileNotFoundError:
         pass
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     view = memoryview(blob)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(view[: len(blob) // 2])
-            if os.environ.get(KILL_HOOK) == "package-write":
-                handle.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-            handle.write(view[len(blob) // 2 :])
-        os.replace(tmp, path)
+    try:  # No fsync: a torn file is caught above (its bytes are not its digest's) and built again.
+        with replacing(path, tmp=path.with_suffix(f".tmp{os.getpid()}"), fsync=False) as tmp, open(tmp, "wb") as out:
+            out.write(view[: len(blob) // 2])
+            out.flush()
+            fault("package-write")  # tests: a build killed halfway through writing the cache
+            out.write(view[len(blob) // 2 :])
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PackageError(
             f"Cannot write the package {path} ({exc.strerror or exc}).", "Free some disk space there and retry."
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path, notes
 
 

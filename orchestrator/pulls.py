@@ -3,13 +3,12 @@
 A pull writes ``.dl-pull.json`` into the folder it fills: one entry per file it finished
 (what it came from, its size, and whatever lets the backend tell an unchanged source), so
 that the next pull skips what has not changed. The manifest is replaced atomically.
-Standard library only.
+Standard library and orchestrator.fsutil only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import ArtifactError
+from orchestrator.fsutil import atomic_write
 
 MANIFEST = ".dl-pull.json"
 
@@ -80,7 +80,6 @@ def load_manifest(folder: Path) -> dict:
 
 
 def save_manifest(folder: Path, manifest: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MANIFEST)
+    # No fsync, like the pulled files (backends/sagemaker/transfer.py says why): after a power cut
+    # a file that differs from its entry is fetched again.
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n", fsync=False)

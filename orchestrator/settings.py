@@ -37,5 +37,17 @@ def max_package_mb() -> float:
     return value
 
 
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+def parse_bool(text: str) -> bool | None:
+    """``True`` or ``False`` for the words dl reads as a boolean anywhere (job parameters, settings,
+    DL_DEBUG), any case; ``None`` for any other text, which each caller reports in its own words.
+    The runtime (runtime/dl_entry.py) keeps a copy of the two word sets, pinned by a test."""
+    word = text.lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
 def debug_enabled() -> bool:
-    return os.environ.get("DL_DEBUG", "").lower() in {"1", "true", "yes"}
+    return parse_bool(os.environ.get("DL_DEBUG", "")) is True

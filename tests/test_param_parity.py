@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from orchestrator import jobs
+from orchestrator import jobs, settings
 from orchestrator.backends.local.contract import hyperparameters_json, to_cmd_args
 from orchestrator.errors import ParamError
 from orchestrator.jobs import TRAINER_PARAMS, Param, list_jobs
@@ -120,3 +120,8 @@ def test_values_that_look_like_options_reach_the_job():
     one_letter = Param("k", "float", 0.5)  # the toolkit gives it one dash: -k VALUE
     assert toolkit_argv(-1e-05, "k") == ["-k", "-1e-05"]
     assert in_container(one_letter, toolkit_argv(-1e-05, "k")) == ("float", -1e-05)
+
+
+def test_the_runtime_reads_the_same_true_and_false_words_as_dl():
+    assert dl_entry._TRUE == settings.TRUE_WORDS and dl_entry._FALSE == settings.FALSE_WORDS
+    assert [settings.parse_bool(w) for w in ("YES", "off", "maybe")] == [True, False, None]

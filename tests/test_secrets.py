@@ -25,7 +25,7 @@ import pytest
 from orchestrator import api, scheduling
 from orchestrator.errors import PackageError, UsageError
 from orchestrator.jobs import load_job
-from orchestrator.packaging import KILL_HOOK, build_package, cached_package, extract_package
+from orchestrator.packaging import build_package, cached_package, extract_package
 from orchestrator.secretscan import KIND_NAMES
 from tests.conftest import MNIST, REPO, invoke
 from tests.test_packaging import all_member_bytes, assert_one_line, build, members, write_job
@@ -431,7 +431,7 @@ def test_a_build_killed_while_writing_leaves_a_temp_file_that_the_next_build_rem
         " from orchestrator.packaging import build_package;"
         " build_package(load_job(Path(sys.argv[1])), Path(sys.argv[2]), 100)"
     )
-    env = {**os.environ, KILL_HOOK: "package-write", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "DL_TEST_FAULT": "package-write:kill", "PYTHONPATH": str(REPO)}
     killed = subprocess.Popen([sys.executable, "-c", code, str(job_dir), str(cache)], env=env)
     assert killed.wait(timeout=120) == -9
     [leftover] = list(cache.iterdir())

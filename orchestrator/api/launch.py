@@ -13,6 +13,7 @@ from orchestrator.api.pull import PullItem, select_artifacts, verify_checkpoint
 from orchestrator.api.query import refresh
 from orchestrator.backends import REGISTRY, Capability, LaunchSpec, get_backend, require, supports
 from orchestrator.backends.base import SmokeResult
+from orchestrator.backends.runtime_io import INIT_CHANNEL
 from orchestrator.errors import ArtifactError, UsageError
 from orchestrator.failures import of_error
 from orchestrator.jobs import Job, find_job
@@ -142,9 +143,6 @@ def resume(run_id: str) -> tuple[Run, bool]:
         raise UsageError(f"Run {run.id} is still {run.status.value}.", f"Stop it first: dl stop {run.id}")
     backend.resume(store, run)  # checks the run can resume, then restarts it (see LocalBackend.resume)
     return store.get(run.id), True
-
-
-INIT_CHANNEL = "init"
 
 
 def warm_start_source(ref: str, target: str) -> str:

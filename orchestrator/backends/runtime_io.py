@@ -10,7 +10,9 @@ all backends (none imports another for it):
 - the runtime writes ``metrics.csv`` (one row per epoch: epoch, step, then metric columns)
   and ``summary.json`` (``{"final": {metric: value}, ...}``) into its output data folder
   (``output/data`` locally, ``output.tar.gz`` on SageMaker); summary.json is written
-  atomically, after the model, once training has finished: its presence says so.
+  atomically, after the model, once training has finished: its presence says so;
+- a warm start (``dl launch --from RUN``, a schedule's promoted best) arrives as the data
+  channel :data:`INIT_CHANNEL` holding one ``.ckpt`` file.
 
 Standard library only.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
 METRICS_CSV = "metrics.csv"
 SUMMARY_JSON = "summary.json"
+INIT_CHANNEL = "init"  # the data channel of a warm start
 
 
 def hyperparameters_json(values: dict[str, object]) -> dict[str, str]:

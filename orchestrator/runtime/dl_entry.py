@@ -35,6 +35,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -297,13 +298,8 @@ def _atomic_checkpoint_io(contract: Contract, monitor: str | None, lib: str = "l
             import torch
 
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            with open(tmp, "wb") as handle:
+            with _replacing(path) as tmp, open(tmp, "wb") as handle:
                 torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
             if path.parent.resolve() == contract.checkpoint_dir.resolve():
                 record_checkpoint(path, checkpoint, monitor)
 
@@ -339,14 +335,12 @@ def record_checkpoint(path: Path, checkpoint: dict, monitor: str | None) -> None
         "sha256": digest.hexdigest(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = manifest_path.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest_path)
+    _write_json(manifest_path, entries)
 
 
 def warm_start_checkpoint(contract: Contract) -> Path | None:
     """The checkpoint given as the ``init`` channel (``dl launch --from RUN``), if any."""
-    folder = contract.data_dirs.get("init")
+    folder = contract.data_dirs.get("init")  # runtime_io.INIT_CHANNEL
     if not folder or not Path(folder).is_dir():
         return None
     found = sorted(Path(folder).rglob("*.ckpt"))
@@ -395,10 +389,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    _write_text(path, buffer.getvalue())
 
 
 # -- training ----------------------------------------------------------------------
@@ -524,14 +515,33 @@ def _finished_metrics(contract: Contract) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` whole or not at all (temporary file, fsync, rename)."""
+    """Write ``data`` to ``path`` as indented JSON, whole or not at all (see _replacing)."""
+    _write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextmanager
+def _replacing(path: Path):
+    """Yield a temporary path beside ``path`` to write; then fsync it and rename it over ``path``
+    (deleted instead if the block raises): a reader never sees half a file. The runtime's one
+    copy of orchestrator/fsutil.py's ``replacing`` (the runtime imports nothing from dl)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _test_fault(point: str) -> None:

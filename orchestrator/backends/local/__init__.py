@@ -26,6 +26,7 @@ from orchestrator.backends.base import Artifact, LaunchSpec, SmokeResult
 from orchestrator.backends.local import contract, process, smoke, supervisor
 from orchestrator.backends.local.rundir import log_file, prepare, run_dir, run_dir_root
 from orchestrator.errors import ArtifactError, BackendError, UsageError
+from orchestrator.fsutil import replacing
 from orchestrator.store import Run, Store
 
 _CHANNEL_NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
@@ -337,20 +338,13 @@ class LocalBackend:
             if item.dest.is_file() and {k: entry.get(k) for k in stamp} == stamp:
                 report.skipped.append(item.dest)
                 continue
-            item.dest.parent.mkdir(parents=True, exist_ok=True)
-            part = item.dest.with_name(f".{item.dest.name}.dlpart")
-            try:
-                shutil.copyfile(source, part)
-            except OSError as exc:
-                part.unlink(missing_ok=True)
-                raise write_error(part, exc) from None
-            try:
+            with replacing(item.dest, tmp=item.dest.with_name(f".{item.dest.name}.dlpart"), fsync=False) as part:
+                try:
+                    shutil.copyfile(source, part)
+                except OSError as exc:
+                    raise write_error(part, exc) from None
                 if item.verify is not None:
                     item.verify(part, False)  # a plain copy: nothing checked it against the source
-            except ArtifactError:
-                part.unlink(missing_ok=True)
-                raise
-            os.replace(part, item.dest)
             manifest[key] = stamp
             save_manifest(root, manifest)
             report.fetched.append(item.dest)

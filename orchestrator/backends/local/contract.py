@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.backends.runtime_io import TORCH_DISTRIBUTED, decode_hyperparameters, hyperparameters_json
+from orchestrator.fsutil import atomic_write
 
 FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
 CURRENT_HOST = "algo-1"
@@ -478,6 +479,4 @@ def report_outcome(base: Path, cmd: list[str], returncode: int, stdout: str = ""
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

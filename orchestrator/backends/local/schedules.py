@@ -8,12 +8,12 @@ with ``--from SCHEDULE:best`` reads that folder as its ``init`` channel.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import UsageError
+from orchestrator.fsutil import replacing
 
 if TYPE_CHECKING:
     from orchestrator.api import Plan
@@ -56,10 +56,8 @@ class TickScheduler:
 
     def copy_to_pointer(self, schedule: Schedule, run: Run, location: str) -> str:
         folder = pointer_folder(schedule.name)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".best.ckpt.tmp-{os.getpid()}"
-        shutil.copyfile(location, tmp)
-        os.replace(tmp, folder / "best.ckpt")
+        with replacing(folder / "best.ckpt") as tmp:
+            shutil.copyfile(location, tmp)
         return str(folder / "best.ckpt")
 
     def discover(self, store: Store, schedules: list[Schedule]) -> list[Run]:

@@ -77,9 +77,6 @@ def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
     )
 
 
-INIT_CHANNEL = "init"
-
-
 @dataclass
 class _Staged:
     """A warm-start checkpoint staged as a one-file S3 folder, so the ``init`` channel is unambiguous."""
@@ -106,7 +103,7 @@ def _staged(spec: LaunchSpec, placement: req.Placement) -> dict[str, _Staged]:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
             ident = digest.hexdigest()
-        folder = placement.s3("init", ident) + "/"
+        folder = placement.s3(runtime_io.INIT_CHANNEL, ident) + "/"
         staged[name] = _Staged(path, folder, folder + path.rsplit("/", 1)[-1])
     return staged
 
@@ -215,7 +212,7 @@ class SageMakerBackend:
 
     def check(self, spec: LaunchSpec) -> None:
         for name, uri in spec.data.items():
-            if name == INIT_CHANNEL and Path(uri).is_file():
+            if name == runtime_io.INIT_CHANNEL and Path(uri).is_file():
                 continue  # a local checkpoint for --from: uploaded under its hash at submit
             if not uri.startswith("s3://"):
                 upload = (

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.backends.sagemaker.aws import Aws, AwsError, translate
+from orchestrator.backends.sagemaker.aws import Aws, AwsError, error_code, error_message, translate
 
 # CloudFormation's words for "this change set changes nothing" (FAILED status reason, or the
 # ValidationError some endpoints return from CreateChangeSet directly).
@@ -92,14 +92,6 @@ def connect(region: str | None, profile: str | None = None) -> Account:
     return Account(Aws(region, profile))
 
 
-def _code(exc: Exception) -> str:
-    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
-
-
-def _message(exc: Exception) -> str:
-    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", ""))
-
-
 class Account:
     """One region's account-level calls. Cheap to make; clients open on first use."""
 
@@ -128,7 +120,7 @@ class Account:
             try:
                 found = self._client("cloudformation").describe_stacks(StackName=name)["Stacks"]
             except Exception as exc:
-                if _code(exc) == "ValidationError" and "does not exist" in _message(exc):
+                if error_code(exc) == "ValidationError" and "does not exist" in error_message(exc):
                     return None
                 raise
         if not found:
@@ -188,7 +180,7 @@ class Account:
                     Description=description,
                 )
             except Exception as exc:
-                if _code(exc) == "ValidationError" and any(words in _message(exc) for words in NO_CHANGES):
+                if error_code(exc) == "ValidationError" and any(words in error_message(exc) for words in NO_CHANGES):
                     return None
                 raise
         return answer["Id"]
@@ -237,7 +229,7 @@ class Account:
             try:
                 answer = self._client("s3").get_bucket_location(Bucket=bucket)
             except Exception as exc:
-                if _code(exc) in ("NoSuchBucket", "404"):
+                if error_code(exc) in ("NoSuchBucket", "404"):
                     return None
                 # A request to the wrong regional endpoint says where the bucket is.
                 headers = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
@@ -263,7 +255,7 @@ class Account:
                         count, size = count + 1, size + item.get("Size", 0)
                     count += len(page.get("DeleteMarkers", []))
             except Exception as exc:
-                if _code(exc) == "NoSuchBucket":
+                if error_code(exc) == "NoSuchBucket":
                     return None
                 raise
         return count, size
@@ -295,7 +287,7 @@ class Account:
                     if progress:
                         progress(deleted)
             except Exception as exc:
-                if _code(exc) == "NoSuchBucket":
+                if error_code(exc) == "NoSuchBucket":
                     return deleted
                 raise
 
@@ -306,7 +298,7 @@ class Account:
             try:
                 raw = self._client("iam").get_role(RoleName=name)["Role"]
             except Exception as exc:
-                if _code(exc) == "NoSuchEntity":
+                if error_code(exc) == "NoSuchEntity":
                     return None
                 raise
         return Role(

@@ -138,7 +138,7 @@ class Aws:
             try:
                 meta = self.client("s3").head_object(Bucket=bucket, Key=key)
             except Exception as exc:
-                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                     return None
                 raise
         return ObjectInfo(key, meta["ContentLength"], meta["ETag"].strip('"'))
@@ -223,7 +223,7 @@ class Aws:
                 for page in pages.paginate(logGroupName=group, logStreamNamePrefix=prefix):
                     names += [s["logStreamName"] for s in page.get("logStreams", [])]
             except Exception as exc:
-                if _code(exc) == "ResourceNotFoundException":
+                if error_code(exc) == "ResourceNotFoundException":
                     return []
                 raise
         return sorted(names)
@@ -251,9 +251,19 @@ def split_s3(uri: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def _code(exc: Exception) -> str:
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore ClientError (``NoSuchKey``, ``404``); ``""`` for any other error."""
+    return _error_field(exc, "Code")
+
+
+def error_message(exc: Exception) -> str:
+    """The AWS error message of a botocore ClientError; ``""`` for any other error."""
+    return _error_field(exc, "Message")
+
+
+def _error_field(exc: Exception, name: str) -> str:
     response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+    return str(response.get("Error", {}).get(name, ""))
 
 
 @contextmanager
@@ -292,7 +302,7 @@ def translate(doing: str, request: dict | None = None):
 
 def classify(exc, doing: str, request: dict | None = None) -> AwsError:
     """One ClientError → one actionable AwsError."""
-    code = _code(exc)
+    code = error_code(exc)
     message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
     instance = (request or {}).get("ResourceConfig", {}).get("InstanceType", "this instance type")
     if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",

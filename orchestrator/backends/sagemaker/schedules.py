@@ -17,7 +17,9 @@ import json
 import uuid
 from typing import TYPE_CHECKING
 
+from orchestrator.backends.runtime_io import INIT_CHANNEL
 from orchestrator.backends.sagemaker import request as req
+from orchestrator.backends.sagemaker.aws import error_code
 from orchestrator.errors import UsageError
 from orchestrator.store import Run, Schedule, Store
 
@@ -123,7 +125,7 @@ def create(schedule: Schedule, the_plan: Plan) -> dict:
     placement = placement_for(the_plan.spec)
     aws = _aws(placement.region, profile)
     if schedule.spec.get("from_schedule"):
-        pointer = the_plan.data["init"].rstrip("/")
+        pointer = the_plan.data[INIT_CHANNEL].rstrip("/")
         if not aws.list_objects(pointer):
             # SageMaker refuses an empty channel: a note keeps the prefix non-empty until a promotion.
             bucket, key = _split(pointer + "/README.txt")
@@ -137,7 +139,7 @@ def create(schedule: Schedule, the_plan: Plan) -> dict:
         try:
             scheduler.get_schedule_group(Name=group)
         except Exception as exc:
-            if _code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
             scheduler.create_schedule_group(Name=group, Tags=[{"Key": "dl:stack", "Value": cfg.stack_name}])
     with translate(f"creating schedule {schedule.name}"):
@@ -153,7 +155,7 @@ def create(schedule: Schedule, the_plan: Plan) -> dict:
                 Description=f"dl: {schedule.job}, package {the_plan.package.sha256[:12]}",
             )
         except Exception as exc:
-            if _code(exc) == "ConflictException":
+            if error_code(exc) == "ConflictException":
                 raise UsageError(
                     f"EventBridge already has a schedule {schedule.name} in group {group}.",
                     f"Delete it (aws scheduler delete-schedule --name {schedule.name} --group-name {group})"
@@ -217,7 +219,7 @@ def delete(schedule: Schedule) -> None:
         try:
             aws.client("scheduler").delete_schedule(Name=schedule.name, GroupName=schedule.cloud["group"])
         except Exception as exc:
-            if _code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
 
 
@@ -258,11 +260,6 @@ def _split(uri: str) -> tuple[str, str]:
     from orchestrator.backends.sagemaker.aws import split_s3
 
     return split_s3(uri)
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 class EventBridgeScheduler:

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.backends.sagemaker.aws import error_code
 from orchestrator.errors import ArtifactError
 from orchestrator.pulls import Progress, Report, load_manifest, save_manifest, write_error
 
@@ -318,7 +319,7 @@ def _download(
                 if stop.wait(min(0.2 * 2**failures, 5.0)):
                     raise _Stopped() from None
         except Exception as exc:
-            if _code(exc) in ("PreconditionFailed", "412"):
+            if error_code(exc) in ("PreconditionFailed", "412"):
                 out.close()
                 transfer.part.unlink(missing_ok=True)
                 transfer.marker.unlink(missing_ok=True)
@@ -389,8 +390,3 @@ def _check(transfer: Transfer, digest: _Digest, whole: bool) -> str:
         transfer.marker.unlink(missing_ok=True)
         raise
     return digest.sha.hexdigest()
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
