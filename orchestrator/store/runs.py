@@ -147,25 +147,16 @@ class RunTable:
         sweep: str | None = None,
         failure_kind: FailureKind | None = None,
     ) -> list[Run]:
-        where, args = [], []
-        if failure_kind:
-            where.append("failure_kind = ?")
-            args.append(failure_kind.value)
-        if sweep:
-            where.append("sweep = ?")
-            args.append(sweep)
-        if schedule:
-            where.append("schedule = ?")
-            args.append(schedule)
-        if job:
-            where.append("job = ?")
-            args.append(job)
-        if status:
-            where.append("status = ?")
-            args.append(status.value)
-        if target:
-            where.append("target = ?")
-            args.append(target)
+        wanted = {
+            "failure_kind": failure_kind.value if failure_kind else None,
+            "sweep": sweep,
+            "schedule": schedule,
+            "job": job,
+            "status": status.value if status else None,
+            "target": target,
+        }
+        where = [f"{column} = ?" for column, value in wanted.items() if value]
+        args: list[object] = [value for value in wanted.values() if value]
         sql = f"SELECT {', '.join(_COLUMNS)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
