@@ -216,13 +216,17 @@ def test_a_killed_run_is_reported_failed_not_left_running(dl_home):
 
 
 def test_cli_start_up_imports_no_heavy_library(dl_home):
+    from orchestrator.store import Run, RunStatus, open_store
+
     invoke("runs")  # creates the store
+    open_store().insert(Run(id="mnist-shown", job="mnist", target="local", status=RunStatus.COMPLETED, created_at=1.0))
     probe = (
         "import sys\nsys.argv = ['dl'] + sys.argv[1:]\nfrom orchestrator.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'lightning', 'boto3', 'botocore', 'sagemaker', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'lightning', 'pytorch_lightning', 'boto3', 'botocore', 'sagemaker', 'numpy',"
+        " 'matplotlib', 'tomlkit') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    for args in (["--help"], ["runs"], ["runs", "--json"], ["jobs"], ["show", "nope"]):
+    for args in (["--help"], ["runs"], ["runs", "--json"], ["jobs"], ["show", "nope"], ["show", "mnist-shown"]):
         out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
         assert "HEAVY []" in out.stderr, (args, out.stderr)

@@ -17,9 +17,11 @@ import typer
 from typer.core import TyperGroup
 
 from orchestrator import __version__, settings
+from orchestrator.backends import REGISTRY, Capability, get_backend, supports
+from orchestrator.cli import compare, config, doctor, jobs, launch, runs, schedule, store
 from orchestrator.errors import DlError
 
-_ORDER = [
+_ORDER = [  # the help's order; commands a backend adds (see backends) find their place here too
     "jobs", "launch", "runs", "show", "logs", "stop", "resume", "pull", "plot", "compare", "sweep", "schedule",
     "gpus", "config", "infra", "doctor", "store",
 ]  # fmt: skip
@@ -90,28 +92,21 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
-from orchestrator.cli import compare as _compare  # noqa: E402,F401
-from orchestrator.cli import config as _config  # noqa: E402,F401
-from orchestrator.cli import doctor as _doctor  # noqa: E402,F401
-from orchestrator.cli import jobs as _jobs  # noqa: E402,F401  (registers commands)
-from orchestrator.cli import launch as _launch  # noqa: E402,F401
-from orchestrator.cli import runs as _runs  # noqa: E402,F401
-from orchestrator.cli import schedule as _schedule  # noqa: E402,F401
-from orchestrator.cli import store as _store  # noqa: E402,F401
-
-
-def _add_backend_commands() -> None:
-    """Each registered backend's own commands (`dl infra`, `dl gpus` from sagemaker), the way
-    Metaflow's plugins add their CLI groups; a backend adds them without importing its SDK."""
-    from orchestrator.backends import REGISTRY, Capability, get_backend, supports
-
+def _add_commands() -> None:
+    """Add every command to ``app`` explicitly: dl's own modules (each defines its commands on its
+    own Typer, ``commands``, and imports nothing from this one, so there is no cycle and no import
+    side effect), then each registered backend's (`dl infra`, `dl gpus` from sagemaker), the way
+    Metaflow's plugins add their CLI groups; a backend adds them without importing its SDK.
+    The help lists them in _ORDER."""
+    for module in (jobs, launch, runs, compare, schedule, config, doctor, store):
+        app.add_typer(module.commands)
     for target in REGISTRY:
         backend = get_backend(target)
         if supports(backend, Capability.COMMANDS):
             backend.register_commands(app)
 
 
-_add_backend_commands()
+_add_commands()
 
 
 def main() -> None:

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, completion, options, render
+from orchestrator.cli import completion, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions
 
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
 
-@app.command(no_args_is_help=True)
+
+@commands.command(no_args_is_help=True)
 def plot(
     run_ids: list[str] = typer.Argument(
         ..., metavar="RUN...", help="One or more run ids.", autocompletion=completion.run_ids
@@ -45,7 +47,7 @@ def plot(
     typer.echo(f"Wrote {output} ({lines} curve{'s' if lines != 1 else ''} of {metric}).")
 
 
-@app.command()
+@commands.command()
 def compare(
     run_ids: list[str] = typer.Argument(
         None, metavar="[RUN...]", help="Run ids to compare.", autocompletion=completion.run_ids
@@ -93,7 +95,7 @@ def comparison_table(result, *, ranked: bool) -> str:
     return text
 
 
-@app.command(no_args_is_help=True, cls=OptionalGpuCommand)
+@commands.command(no_args_is_help=True, cls=OptionalGpuCommand)
 @options.launch_options()
 def sweep(
     job: str = typer.Argument(

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import render
 
 if TYPE_CHECKING:
     from orchestrator import config
 
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
+
 config_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode="rich")
-app.add_typer(config_app, name="config")
+commands.add_typer(config_app, name="config")
 
 
 @config_app.callback()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import render
 from orchestrator.cli.options import OptionalGpuCommand
 
 _MARKS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red"), "skip": ("-", None)}
 
 
-@app.command(cls=OptionalGpuCommand)
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
+
+
+@commands.command(cls=OptionalGpuCommand)
 def doctor(
     gpu: str = typer.Option(
         None, "--gpu", metavar="[MODEL[:N]]", help="Check the quota for this GPU (default: config's, else any one)."

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import app, completion, render
+from orchestrator.cli import completion, render
 from orchestrator.jobs import find_job, list_jobs
 
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
 
-@app.command()
+
+@commands.command()
 def jobs(
     name: str = typer.Argument(None, help="Show one job's parameters in full.", autocompletion=completion.job_names),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

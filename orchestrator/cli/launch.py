@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.cli import app, completion, options, render
+from orchestrator.cli import completion, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions, parse_assignments
@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from orchestrator import api
 
 
-@app.command(no_args_is_help=True, cls=OptionalGpuCommand)
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
+
+
+@commands.command(no_args_is_help=True, cls=OptionalGpuCommand)
 @options.launch_options()
 def launch(
     job: str = typer.Argument(

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, completion, render
+from orchestrator.cli import completion, render
 from orchestrator.errors import UsageError
 
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
 
-@app.command()
+
+@commands.command()
 def runs(
     job: str = typer.Option(None, "--job", "-j", help="Only runs of this job.", autocompletion=completion.job_names),
     status: str = typer.Option(None, "--status", help="Only runs in this status, e.g. Completed."),
@@ -68,7 +70,7 @@ def runs(
         typer.echo(render.runs_table(found))
 
 
-@app.command(no_args_is_help=True)
+@commands.command(no_args_is_help=True)
 def show(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id (see `dl runs`).", autocompletion=completion.run_ids),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
@@ -166,7 +168,7 @@ def _section(title: str, values: dict) -> None:
         typer.echo(f"  {key.ljust(width)}  {value}")
 
 
-@app.command(no_args_is_help=True)
+@commands.command(no_args_is_help=True)
 def logs(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.run_ids),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
@@ -187,7 +189,7 @@ def logs(
         raise typer.Exit(130) from None
 
 
-@app.command(no_args_is_help=True)
+@commands.command(no_args_is_help=True)
 def stop(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.live_run_ids),
     grace: float = typer.Option(60.0, "--grace", min=0, help="Seconds to wait for a checkpoint before killing."),
@@ -216,7 +218,7 @@ def stop(
         typer.echo(f"{run.id} {run.status.value}: its processes did not end yet; see `dl show {run.id}`.")
 
 
-@app.command(no_args_is_help=True)
+@commands.command(no_args_is_help=True)
 def resume(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.run_ids),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream the log; exit with the run's outcome."),
@@ -245,7 +247,7 @@ def resume(
         follow_run(run.id)
 
 
-@app.command(no_args_is_help=True)
+@commands.command(no_args_is_help=True)
 def pull(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id.", autocompletion=completion.run_ids),
     to: Path = typer.Option(None, "--to", help="Destination folder (default ./RUN)."),

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli import app, completion, options, render
+from orchestrator.cli import completion, options, render
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.options import LaunchOptions, parse_assignments
 
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
+
 schedule_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
-app.add_typer(schedule_app, name="schedule", help="Retrain on a cron or rate schedule, in AWS or on this machine.")
+commands.add_typer(schedule_app, name="schedule", help="Retrain on a cron or rate schedule, in AWS or on this machine.")
 SCHEDULE = typer.Argument(..., metavar="NAME", help="Schedule name.", autocompletion=completion.schedule_names)
 
 

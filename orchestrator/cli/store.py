@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from orchestrator.cli import app, render
+from orchestrator.cli import render
 
+commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
 store_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
-app.add_typer(store_app, name="store", help="Rebuild or check the run database (dl.db) from the run folders.")
+commands.add_typer(store_app, name="store", help="Rebuild or check the run database (dl.db) from the run folders.")
 
 
 @store_app.command()
