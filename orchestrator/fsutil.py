@@ -14,9 +14,10 @@ package, a schedule's promoted checkpoint, the local contract's JSON) is written
   and XFS may otherwise commit the rename before the data). The folder itself is not fsynced:
   after a power loss the rename may be undone, leaving the old file. ``fsync=False`` is for
   files whose reader checks them anyway, where an fsync would cost more than it saves: the
-  package cache compares the bytes with its digest; a pull's manifest and local copies are
-  compared with their sources by the next pull (orchestrator/pulls.py).
-- The file keeps the mode of the one it replaces; a new file gets the usual umask mode.
+  package cache compares the bytes with its digest; a pull's manifests, local copies and
+  unpacked members are compared with their sources by the next pull (orchestrator/pulls.py).
+- The file keeps the mode of the one it replaces (or takes the one given); a new file gets the
+  usual umask mode.
 
 The runtime (orchestrator/runtime/dl_entry.py) imports nothing from dl and keeps its own copy.
 """
@@ -31,13 +32,14 @@ from pathlib import Path
 
 
 @contextmanager
-def replacing(path: Path, *, tmp: Path | None = None, fsync: bool = True) -> Iterator[Path]:
+def replacing(path: Path, *, tmp: Path | None = None, fsync: bool = True, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for the caller to write; when the block ends cleanly,
     fsync it (unless ``fsync=False``) and rename it over ``path``; when it raises, delete it.
 
     ``tmp`` names the temporary file where its name matters (the package cache finds the
     leftovers of dead builds by the pid in theirs); by default ``.NAME.PID-THREAD.tmp``, unique
-    to this process and thread. The parent folder is created.
+    to this process and thread. ``mode`` sets the file's mode instead of keeping the old file's.
+    The parent folder is created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,10 +53,13 @@ def replacing(path: Path, *, tmp: Path | None = None, fsync: bool = True) -> Ite
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            pass  # a new file: the mode the umask gave it
+        if mode is not None:
+            os.chmod(tmp, mode)
+        else:
+            try:
+                os.chmod(tmp, path.stat().st_mode & 0o7777)
+            except FileNotFoundError:
+                pass  # a new file: the mode the umask gave it
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
 import shutil
 import tarfile
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import ArtifactError
+from orchestrator.fsutil import atomic_write, replacing
 from orchestrator.pulls import write_error
 
 MAX_RATIO = 200  # members may add up to this many times the archive's size...
@@ -131,12 +131,9 @@ def _load(archive: Path, stamp: dict) -> tuple[dict, bool]:
 
 def _save(archive: Path, manifest: dict) -> None:
     path = manifest_path(archive)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n", fsync=False)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from None
 
 
@@ -179,23 +176,17 @@ def _check_space(archive: Path, files, todo, root: Path) -> None:
 
 def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> dict:
     """Stream one member into a temporary file beside ``path`` and rename it there; its manifest entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.dlunpack")
     digest = hashlib.sha256()
     source = tar.extractfile(member)
+    tmp = path.with_name(f".{path.name}.dlunpack")
+    mode = 0o755 if member.mode & 0o100 else 0o644
     try:
-        with open(tmp, "wb") as out:
+        with replacing(path, tmp=tmp, fsync=False, mode=mode) as tmp, open(tmp, "wb") as out:
             while chunk := source.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-        os.chmod(tmp, 0o755 if member.mode & 0o100 else 0o644)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {"size": member.size, "sha256": digest.hexdigest(), "mtime_ns": path.stat().st_mtime_ns}
 
 
