@@ -9,7 +9,7 @@ its latest firings (:data:`FIRINGS_KEPT`).
 
 The store writes them, from the row it has just written, inside the same write transaction
 (store.Store: one hook for runs, one for schedules), so records are written in the order the
-rows change. Each write is atomic (config.atomic_write: a temporary file, fsynced, renamed
+rows change. Each write is atomic (fsutil.atomic_write: a temporary file, fsynced, renamed
 over), and skipped when the text is unchanged. `dl store rebuild` (rebuild.py) reads them back.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import StoreError
+from orchestrator.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from orchestrator.store import Firing, Run, Schedule
@@ -58,8 +59,6 @@ def schedule_text(schedule: Schedule, firings: list[Firing]) -> str:
 
 def write(path: Path, text: str) -> bool:
     """Replace the record at ``path`` with ``text`` atomically; False (nothing written) when unchanged."""
-    from orchestrator.config import atomic_write
-
     try:
         if path.read_text(encoding="utf-8") == text:
             return False

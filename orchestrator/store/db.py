@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from orchestrator.errors import StoreError
+from orchestrator.fsutil import replacing
 
 _MIGRATIONS: list[str] = [
     # 1: the runs table.
@@ -234,13 +235,12 @@ class Connection:
         target = self.path.with_name(f"{self.path.name}.before-schema-{version + 1}")
         if target.exists():
             return
-        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        copy = sqlite3.connect(partial)
-        try:
-            self._db.backup(copy)
-        finally:
-            copy.close()
-        os.replace(partial, target)
+        with replacing(target) as partial:
+            copy = sqlite3.connect(partial)
+            try:
+                self._db.backup(copy)
+            finally:
+                copy.close()
 
     def close(self) -> None:
         self._db.close()
