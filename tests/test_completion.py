@@ -174,13 +174,20 @@ def test_completing_a_run_id_imports_nothing_heavy(home):
     assert lines[:-1] == NEWEST_FIRST and json.loads(lines[-1]) == []
 
 
+def from_bash(command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``command`` run by bash as a user types it. Typer finds the shell to complete for by looking at
+    the processes above dl (shellingham), so bash must be dl's parent (``; true``: bash then forks
+    rather than execs), whatever shell started the tests."""
+    return subprocess.run(["bash", "--norc", "-c", f"{command}; true"], env=env, capture_output=True, text=True)
+
+
 def test_install_and_show_completion_for_bash_complete_in_a_real_bash(home, tmp_path):
-    shown = subprocess.run([str(DL), "--show-completion", "bash"], capture_output=True, text=True, timeout=60)
-    assert shown.returncode == 0 and "_DL_COMPLETE=complete_bash" in shown.stdout
     fake_home = tmp_path / "user"
     env = {**os.environ, "HOME": str(fake_home), "PATH": f"{DL.parent}{os.pathsep}{os.environ['PATH']}"}
-    installed = subprocess.run([str(DL), "--install-completion", "bash"], env=env, capture_output=True, text=True)
-    assert installed.returncode == 0, installed.stderr
+    shown = from_bash("dl --show-completion bash", env)
+    assert "_DL_COMPLETE=complete_bash" in shown.stdout, shown.stderr
+    installed = from_bash("dl --install-completion bash", env)
+    assert "bash completion installed" in installed.stdout, installed.stderr
     script = fake_home / ".bash_completions" / "dl.sh"
     assert script.read_text().strip() == shown.stdout.strip()
     assert f"source '{script}'" in (fake_home / ".bashrc").read_text()
