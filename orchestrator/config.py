@@ -317,18 +317,35 @@ def _check_tags(tags: Mapping, where: str) -> dict[str, str]:
 # -- resolution ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ConfigFile:
+    """The dl.toml in effect (``path`` None when there is none) and its checked values."""
+
+    path: Path | None
+    values: Mapping[str, object]
+
+
+def read_config(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> ConfigFile:
+    """Find and check the dl.toml in effect: the one walk up the folders a command needs."""
+    path = find_config(cwd, os.environ if environ is None else environ)
+    return ConfigFile(path, _check_document(path, _parse(path)) if path else {})
+
+
 def load_settings(
     cli: Mapping[str, object] | None = None,
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    file: ConfigFile | None = None,
 ) -> Settings:
     """Resolve every setting: default < dl.toml < environment < ``cli`` (field name → value; None
     means "not given"; keys that are not settings, such as ``nodes``, are ignored so a command
-    can pass all its options). See the module docstring for the AWS variables' ranks."""
+    can pass all its options). See the module docstring for the AWS variables' ranks.
+    ``file``: a dl.toml already read (read_config), so resolving again reads no file."""
     environ = os.environ if environ is None else environ
     cli = {k: v for k, v in (cli or {}).items() if v is not None and (k in FIELDS or k == "tags")}
-    path = find_config(cwd, environ)
-    from_file = _check_document(path, _parse(path)) if path else {}
+    file = file or read_config(cwd, environ)
+    path, from_file = file.path, file.values
     file_label = f"{FILE_NAME} ({path})"
     env = {k: v for k, v in environ.items() if v != ""}
     values: dict[str, object] = {}

@@ -30,9 +30,10 @@ from pathlib import Path
 from orchestrator import cronexpr, faults
 from orchestrator.backends import Capability, get_backend, require
 from orchestrator.backends.base import Scheduler
+from orchestrator.client import Client, using
 from orchestrator.errors import DlError, UsageError
 from orchestrator.options import LaunchOptions
-from orchestrator.store import Run, RunStatus, Schedule, Store, open_store
+from orchestrator.store import Run, RunStatus, Schedule
 
 # Cloud runs are named NAME-<EventBridge execution id, 36 characters>, within SageMaker's 63.
 NAME_MAX = 63 - 37
@@ -98,14 +99,15 @@ def check_expression(expression: str, tz: str, now: float | None = None) -> tupl
     return parsed.aws, cronexpr.next_fires(parsed, tz, moment, 3, anchor=moment)
 
 
-def scheduler_for(target: str) -> Scheduler:
-    """The Scheduler of ``target``'s backend; a one-line BackendError when it has none."""
-    return require(get_backend(target), Capability.SCHEDULES).scheduler()
+def scheduler_for(target: str, dl: Client | None = None) -> Scheduler:
+    """The Scheduler of ``target``'s backend (``dl``'s, else a new one); a one-line BackendError when it has none."""
+    backend = dl.backend(target) if dl is not None else get_backend(target)
+    return require(backend, Capability.SCHEDULES).scheduler()
 
 
-def fires_here(target: str) -> bool:
+def fires_here(target: str, dl: Client | None = None) -> bool:
     """Whether `dl schedule run` on this machine starts ``target``'s scheduled runs."""
-    return scheduler_for(target).fires_here
+    return scheduler_for(target, dl).fires_here
 
 
 def create(
@@ -120,6 +122,7 @@ def create(
     retries: int | None = None,
     window_minutes: int | None = None,
     now: float | None = None,
+    client: Client | None = None,
     **choices,
 ) -> Schedule:
     """Validate, build and pin the package, and create the schedule (outside the store too, where
@@ -127,61 +130,62 @@ def create(
     top of ``options`` (``target="local"``)."""
     from orchestrator import api
 
-    _check_name(name)
-    aws_expression, _ = check_expression(expression, timezone, now)
-    metric, mode = parse_promote(promote)
-    store = open_store()
-    if any(s.name == name for s in store.list_schedules()):
-        raise UsageError(f"A schedule named {name!r} already exists.", f"Update it: dl schedule update {name}")
-    options = LaunchOptions.of(options, **choices)
-    target = options.target or api.default_target()
-    scheduler = scheduler_for(target)
-    data = dict(options.data)
-    from_ref = options.from_run or ""
-    source, _, which = from_ref.partition(":")
-    from_schedule = bool(source) and (source == name or any(s.name == source for s in store.list_schedules()))
-    scheduler.check(retries, window_minutes)
-    if from_schedule:
-        other = next((s for s in store.list_schedules() if s.name == source), None)
-        if other is not None and other.target != target:
-            raise UsageError(
-                f"Schedule {source} runs on {other.target}; its best pointer is not where {target} runs read.",
-                f"Use --from with a run id (dl runs --job {other.job}), or a schedule on {target}.",
-            )
-        if which not in ("", "best"):
-            raise UsageError(
-                f"--from {from_ref}: a schedule keeps only its best checkpoint.", f"Use --from {source}:best"
-            )
-        if api.INIT_CHANNEL in data:
-            raise UsageError(f"--from uses the data channel {api.INIT_CHANNEL!r}; --data init=... clashes.")
-        data[api.INIT_CHANNEL] = scheduler.pointer(source, options)
-        options = options.with_(data=data, from_run=None)
-    the_plan = api.plan(job, overrides=overrides, options=options.with_(target=target))
-    spec = {
-        "params": the_plan.params,
-        "options": the_plan.options.to_json(),
-        "overrides": overrides or {},
-        "job_dir": the_plan.job.ref,
-        "files": package_files(the_plan.package.path),
-        "from_schedule": source if from_schedule else None,
-        "retries": retries,
-        "window_minutes": window_minutes,
-    }
-    schedule = Schedule(
-        name=name,
-        job=the_plan.job.name,
-        target=target,
-        expression=aws_expression,
-        timezone=timezone,
-        package_hash=the_plan.package.sha256,
-        created_at=now or time.time(),
-        spec=spec,
-        promote_metric=metric,
-        promote_mode=mode,
-    )
-    schedule.cloud = scheduler.create(schedule, the_plan)
-    store.insert_schedule(schedule)
-    return store.get_schedule(name)
+    with using(client) as dl:
+        _check_name(name)
+        aws_expression, _ = check_expression(expression, timezone, now)
+        metric, mode = parse_promote(promote)
+        store = dl.store
+        if any(s.name == name for s in store.list_schedules()):
+            raise UsageError(f"A schedule named {name!r} already exists.", f"Update it: dl schedule update {name}")
+        options = LaunchOptions.of(options, **choices)
+        target = options.target or dl.settings().target
+        scheduler = scheduler_for(target, dl)
+        data = dict(options.data)
+        from_ref = options.from_run or ""
+        source, _, which = from_ref.partition(":")
+        from_schedule = bool(source) and (source == name or any(s.name == source for s in store.list_schedules()))
+        scheduler.check(retries, window_minutes)
+        if from_schedule:
+            other = next((s for s in store.list_schedules() if s.name == source), None)
+            if other is not None and other.target != target:
+                raise UsageError(
+                    f"Schedule {source} runs on {other.target}; its best pointer is not where {target} runs read.",
+                    f"Use --from with a run id (dl runs --job {other.job}), or a schedule on {target}.",
+                )
+            if which not in ("", "best"):
+                raise UsageError(
+                    f"--from {from_ref}: a schedule keeps only its best checkpoint.", f"Use --from {source}:best"
+                )
+            if api.INIT_CHANNEL in data:
+                raise UsageError(f"--from uses the data channel {api.INIT_CHANNEL!r}; --data init=... clashes.")
+            data[api.INIT_CHANNEL] = scheduler.pointer(source, options)
+            options = options.with_(data=data, from_run=None)
+        the_plan = api.plan(job, overrides=overrides, options=options.with_(target=target), client=dl)
+        spec = {
+            "params": the_plan.params,
+            "options": the_plan.options.to_json(),
+            "overrides": overrides or {},
+            "job_dir": the_plan.job.ref,
+            "files": package_files(the_plan.package.path),
+            "from_schedule": source if from_schedule else None,
+            "retries": retries,
+            "window_minutes": window_minutes,
+        }
+        schedule = Schedule(
+            name=name,
+            job=the_plan.job.name,
+            target=target,
+            expression=aws_expression,
+            timezone=timezone,
+            package_hash=the_plan.package.sha256,
+            created_at=now or time.time(),
+            spec=spec,
+            promote_metric=metric,
+            promote_mode=mode,
+        )
+        schedule.cloud = scheduler.create(schedule, the_plan)
+        store.insert_schedule(schedule)
+        return store.get_schedule(name)
 
 
 def package_files(path: Path) -> dict[str, str]:
@@ -197,23 +201,25 @@ def package_files(path: Path) -> dict[str, str]:
     return out
 
 
-def list_schedules() -> list[Schedule]:
-    return open_store().list_schedules()
+def list_schedules(*, client: Client | None = None) -> list[Schedule]:
+    with using(client) as dl:
+        return dl.store.list_schedules()
 
 
-def show(name: str, *, now: float | None = None, runs: int = 5) -> ScheduleView:
+def show(name: str, *, now: float | None = None, runs: int = 5, client: Client | None = None) -> ScheduleView:
     """The schedule, next fire times, latest firings and runs (cloud runs discovered first)."""
     from orchestrator import api
 
-    store = open_store()
-    schedule = store.get_schedule(name)
-    sync(store, names=[name])  # the runs its cloud started, where the cloud fires it
-    review(store, schedule)
-    schedule = store.get_schedule(name)
-    moment = _dt(now or time.time())
-    upcoming = [] if schedule.status != "active" else next_fire_times(schedule, moment)
-    found = [api.refresh(store, r) for r in store.list(schedule=name, limit=runs)]
-    return ScheduleView(store.get_schedule(name), upcoming, store.firings(name, runs), found)
+    with using(client) as dl:
+        store = dl.store
+        schedule = store.get_schedule(name)
+        sync(dl, names=[name])  # the runs its cloud started, where the cloud fires it
+        review(dl, schedule)
+        schedule = store.get_schedule(name)
+        moment = _dt(now or time.time())
+        upcoming = [] if schedule.status != "active" else next_fire_times(schedule, moment)
+        found = [api.refresh(dl, r) for r in store.list(schedule=name, limit=runs)]
+        return ScheduleView(store.get_schedule(name), upcoming, store.firings(name, runs), found)
 
 
 def next_fire_times(schedule: Schedule, after: datetime | None = None, n: int = 3) -> list[datetime]:
@@ -222,30 +228,31 @@ def next_fire_times(schedule: Schedule, after: datetime | None = None, n: int = 
     return cronexpr.next_fires(schedule.expression, schedule.timezone, after, n, anchor=_dt(schedule.created_at))
 
 
-def pause(name: str, *, now: float | None = None) -> Schedule:
-    return _set_status(name, "paused", now)
+def pause(name: str, *, now: float | None = None, client: Client | None = None) -> Schedule:
+    return _set_status(name, "paused", now, client)
 
 
-def resume(name: str, *, now: float | None = None) -> Schedule:
+def resume(name: str, *, now: float | None = None, client: Client | None = None) -> Schedule:
     """Fire again from ``now`` on: fire times that passed while paused are not caught up."""
-    return _set_status(name, "active", now)
+    return _set_status(name, "active", now, client)
 
 
-def _set_status(name: str, status: str, now: float | None) -> Schedule:
-    store = open_store()
-    schedule = store.get_schedule(name)
-    scheduler_for(schedule.target).set_state(schedule, enabled=status == "active")
-    now = now if now is not None else time.time()
-    store.update_schedule(name, status=status, updated_at=now, last_fire_at=max(now, schedule.last_fire_at or 0))
-    return store.get_schedule(name)
+def _set_status(name: str, status: str, now: float | None, client: Client | None) -> Schedule:
+    with using(client) as dl:
+        store = dl.store
+        schedule = store.get_schedule(name)
+        scheduler_for(schedule.target, dl).set_state(schedule, enabled=status == "active")
+        now = now if now is not None else time.time()
+        store.update_schedule(name, status=status, updated_at=now, last_fire_at=max(now, schedule.last_fire_at or 0))
+        return store.get_schedule(name)
 
 
-def delete(name: str) -> None:
+def delete(name: str, *, client: Client | None = None) -> None:
     """Delete the schedule (outside the store too); the runs it started stay."""
-    store = open_store()
-    schedule = store.get_schedule(name)
-    scheduler_for(schedule.target).delete(schedule)
-    store.delete_schedule(name)
+    with using(client) as dl:
+        schedule = dl.store.get_schedule(name)
+        scheduler_for(schedule.target, dl).delete(schedule)
+        dl.store.delete_schedule(name)
 
 
 @dataclass
@@ -260,17 +267,22 @@ class UpdateResult:
         return not (self.added or self.removed or self.changed)
 
 
-def update(name: str) -> UpdateResult:
+def update(name: str, *, client: Client | None = None) -> UpdateResult:
     """Repackage the job folder and pin the new package; returns the files that differ."""
+    with using(client) as dl:
+        return _update(dl, name)
+
+
+def _update(dl: Client, name: str) -> UpdateResult:
     from orchestrator import api, settings
     from orchestrator.jobs import find_job
     from orchestrator.packaging import build_package
 
-    store = open_store()
+    store = dl.store
     schedule = store.get_schedule(name)
     job = find_job(schedule.spec.get("job_dir") or schedule.job)
     allow = list(LaunchOptions.from_json(schedule.spec["options"]).allow_secrets) or None
-    package = build_package(job, settings.dl_home() / "packages", settings.max_package_mb(), allow=allow)
+    package = build_package(job, dl.home / "packages", settings.max_package_mb(), allow=allow)
     old, new = schedule.spec.get("files") or {}, package_files(package.path)
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
@@ -280,7 +292,7 @@ def update(name: str) -> UpdateResult:
         return result
     spec = {**schedule.spec, "files": new, "job_dir": job.ref}
     the_plan = api.Plan(job, spec["params"], package, LaunchOptions.from_json(spec["options"]))
-    scheduler_for(schedule.target).replace_target(schedule, the_plan)
+    scheduler_for(schedule.target, dl).replace_target(schedule, the_plan)
     store.update_schedule(name, package_hash=package.sha256, spec=spec, updated_at=time.time())
     result.schedule = store.get_schedule(name)
     return result
@@ -289,15 +301,15 @@ def update(name: str) -> UpdateResult:
 # -- the tick scheduler (targets whose schedules fire here) ------------------------------------
 
 
-def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
-    """Start one run of ``schedule`` with its pinned package."""
+def fire(dl: Client, schedule: Schedule, due_at: float) -> Run:
+    """Start one run of ``schedule`` with its pinned package, through ``dl``."""
     from orchestrator import api, settings
     from orchestrator.jobs import find_job
     from orchestrator.packaging import build_package, cached_package
 
     spec = schedule.spec
     options = LaunchOptions.from_json(spec["options"])
-    cache = settings.dl_home() / "packages"
+    cache = dl.home / "packages"
     package = cached_package(cache, schedule.package_hash)
     job = find_job(spec.get("job_dir") or schedule.job)
     if package is None:  # gone or damaged: the job folder may still give the same bytes
@@ -309,32 +321,39 @@ def fire(store: Store, schedule: Schedule, due_at: float) -> Run:
                 f"Repackage it: dl schedule update {schedule.name}",
             )
     the_plan = api.Plan(job, dict(spec["params"]), package, options)
-    return api.start(the_plan, name=api.new_run_id(schedule.name, now=due_at), schedule=schedule.name)
+    return api.start(the_plan, name=api.new_run_id(schedule.name, now=due_at), schedule=schedule.name, client=dl)
 
 
-def tick(now: float | None = None, *, start=None) -> list[Decision]:
+def tick(now: float | None = None, *, start=None, client: Client | None = None) -> list[Decision]:
     """Decide every active schedule that fires here once at ``now``: start what is due, record skips.
 
     Safe to call from several processes: each fire time is claimed in the store first.
-    ``start(store, schedule, due_at) -> Run`` starts a run (default ``fire``)."""
+    ``start(client, schedule, due_at) -> Run`` starts a run (default ``fire``)."""
+    with using(client) as dl:
+        return _tick(dl, now, start or fire)
+
+
+def _tick(dl: Client, now: float | None, start) -> list[Decision]:
     from orchestrator import api
 
-    store = open_store()
+    store = dl.store
     now = now if now is not None else time.time()
     decisions: list[Decision] = []
     for schedule in store.list_schedules():
-        if not fires_here(schedule.target):
+        if not fires_here(schedule.target, dl):
             continue  # their cloud fires those; `dl runs --sync` and `dl schedule show` review them
-        review(store, schedule)
+        review(dl, schedule)
+        if schedule.status != "active":
+            continue
         since = _dt(schedule.last_fire_at or schedule.created_at)
         expr = cronexpr.parse(schedule.expression)
         due, count = cronexpr.latest_due(expr, schedule.timezone, since, _dt(now), anchor=_dt(schedule.created_at))
-        decisions += settle_abandoned(store, schedule, due, start=start or fire)
+        decisions += settle_abandoned(dl, schedule, due, start=start or fire)
         if schedule.status != "active" or due is None:
             continue
         due_at = due.timestamp()
         previous = store.list(schedule=schedule.name, limit=1)
-        running = previous and not api.refresh(store, previous[0]).status.is_terminal
+        running = previous and not api.refresh(dl, previous[0]).status.is_terminal
         if running:
             note = f"previous run {previous[0].id} is still {store.get(previous[0].id).status.value}"
             if store.claim_firing(schedule.name, due_at, "skipped", note):
@@ -344,7 +363,7 @@ def tick(now: float | None = None, *, start=None) -> list[Decision]:
             continue  # another scheduler decided this fire time
         faults.fault("after-claim")
         try:
-            run = (start or fire)(store, schedule, due_at)
+            run = start(dl, schedule, due_at)
         except DlError as exc:
             store.settle_firing(schedule.name, due_at, "failed", None, exc.message)
             decisions.append(Decision(schedule.name, due_at, "failed", None, count - 1, exc.message))
@@ -377,7 +396,7 @@ def _claimer_gone(claim) -> bool:
     return time.time() - claim.decided_at > ABANDONED_AFTER_S
 
 
-def settle_abandoned(store: Store, schedule: Schedule, due: datetime | None, *, start=None) -> list[Decision]:
+def settle_abandoned(dl: Client, schedule: Schedule, due: datetime | None, *, start=None) -> list[Decision]:
     """Settle the schedule's fire times still "starting" whose claimer is gone (killed between the
     claim and the start). Its run, if it got that far, is recorded; else it starts now, late and
     once, unless ``due`` (the latest fire time due now) is later, whose catch-up run covers it, or
@@ -385,6 +404,7 @@ def settle_abandoned(store: Store, schedule: Schedule, due: datetime | None, *, 
     from orchestrator import api
 
     decisions = []
+    store = dl.store
     for claim in store.firings(schedule.name, 20, decision="starting"):
         if claim.run_id is not None or not _claimer_gone(claim):
             continue
@@ -401,12 +421,12 @@ def settle_abandoned(store: Store, schedule: Schedule, due: datetime | None, *, 
             action, run_id, note = "missed", None, f"{gone}; the catch-up run for {due:%Y-%m-%d %H:%M %Z} covers it"
         else:
             previous = store.list(schedule=schedule.name, limit=1)
-            if previous and not api.refresh(store, previous[0]).status.is_terminal:
+            if previous and not api.refresh(dl, previous[0]).status.is_terminal:
                 action, run_id = "skipped", None
                 note = f"{gone}; previous run {previous[0].id} is still {store.get(previous[0].id).status.value}"
             else:
                 try:
-                    run_id = (start or fire)(store, schedule, claim.due_at).id
+                    run_id = (start or fire)(dl, schedule, claim.due_at).id
                     action, note = "started", f"started late, at {_dt(time.time()):%Y-%m-%d %H:%M:%S %Z}: {gone}"
                 except DlError as exc:
                     action, run_id, note = "failed", None, f"{gone}; starting it late failed: {exc.message}"
@@ -470,7 +490,9 @@ def run_forever(*, poll: float = 30.0, clock=time.time, stop=None, report=None, 
         )
     try:
         while not stop.is_set():
-            for decision in tick(clock()):
+            with Client() as dl:  # one per tick: settings and connection as they are now
+                decisions = tick(clock(), client=dl)
+            for decision in decisions:
                 if report:
                     report(decision)
             if once:
@@ -506,25 +528,27 @@ def install_text(*, poll: float = 30.0) -> dict[str, str]:
 # -- promotion -------------------------------------------------------------------------------
 
 
-def review(store: Store, schedule: Schedule) -> list[Run]:
+def review(dl: Client, schedule: Schedule) -> list[Run]:
     """Decide promotion for the schedule's finished runs that have no decision yet (oldest first)."""
     from orchestrator import api
 
+    store = dl.store
     decided = []
     if not schedule.promote_metric:
         return decided
     for run in reversed(store.list(schedule=schedule.name, limit=50)):
         if run.promotion:
             continue
-        run = api.refresh(store, run)
+        run = api.refresh(dl, run)
         if not run.status.is_terminal:
             continue
-        decided.append(promote(store, store.get_schedule(schedule.name), run))
+        decided.append(promote(dl, store.get_schedule(schedule.name), run))
     return decided
 
 
-def promote(store: Store, schedule: Schedule, run: Run) -> Run:
+def promote(dl: Client, schedule: Schedule, run: Run) -> Run:
     """Move the schedule's ``best`` pointer to ``run`` when its metric improved; record the decision."""
+    store = dl.store
     metric, mode = schedule.promote_metric, schedule.promote_mode or "max"
     value = run.metrics.get(metric) if run.status is RunStatus.COMPLETED else None
     best = store.get(schedule.best_run) if schedule.best_run and store.exists(schedule.best_run) else None
@@ -537,7 +561,7 @@ def promote(store: Store, schedule: Schedule, run: Run) -> Run:
         decision["reason"] = f"{metric} {value:g} did not beat {best_value:g}"
     else:
         try:
-            decision["pointer"] = _move_pointer(schedule, run)
+            decision["pointer"] = _move_pointer(dl, schedule, run)
         except DlError as exc:
             decision["reason"] = f"could not copy the checkpoint: {exc.message}"
         else:
@@ -548,40 +572,40 @@ def promote(store: Store, schedule: Schedule, run: Run) -> Run:
     return store.get(run.id)
 
 
-def _move_pointer(schedule: Schedule, run: Run) -> str:
+def _move_pointer(dl: Client, schedule: Schedule, run: Run) -> str:
     """Copy the run's best checkpoint to the schedule's fixed ``best`` location; return it."""
     from orchestrator import api
     from orchestrator.errors import ArtifactError
 
-    found = [a for a in api.select_artifacts(get_backend(run.target).artifacts(run), "best") if a.kind == "checkpoint"]
+    found = [a for a in api.select_artifacts(dl.backend(run.target).artifacts(run), "best") if a.kind == "checkpoint"]
     if not found:
         raise ArtifactError(f"Run {run.id} has no checkpoint.")
-    return scheduler_for(schedule.target).copy_to_pointer(schedule, run, found[0].location)
+    return scheduler_for(schedule.target, dl).copy_to_pointer(schedule, run, found[0].location)
 
 
 # -- cloud runs --------------------------------------------------------------------------------
 
 
-def sync(store: Store | None = None, *, names: list[str] | None = None) -> list[Run]:
+def sync(client: Client | None = None, *, names: list[str] | None = None) -> list[Run]:
     """Import the runs that clouds started for their schedules (``names``: only those schedules;
     without, every registered target whose schedules do not fire here is asked, so schedules
     made on another machine are found too)."""
     from orchestrator.backends import REGISTRY, supports
 
-    store = store or open_store()
-    schedules = store.list_schedules()
-    imported: list[Run] = []
-    for target in REGISTRY:
-        backend = get_backend(target)
-        if not supports(backend, Capability.SCHEDULES) or backend.scheduler().fires_here:
-            continue
-        wanted = [s for s in schedules if s.target == target and (names is None or s.name in names)]
-        if not wanted and names is not None:
-            continue
-        imported += backend.scheduler().discover(store, wanted)
-        for schedule in wanted:
-            review(store, schedule)
-    return imported
+    with using(client) as dl:
+        schedules = dl.store.list_schedules()
+        imported: list[Run] = []
+        for target in REGISTRY:
+            backend = dl.backend(target)
+            if not supports(backend, Capability.SCHEDULES) or backend.scheduler().fires_here:
+                continue
+            wanted = [s for s in schedules if s.target == target and (names is None or s.name in names)]
+            if not wanted and names is not None:
+                continue
+            imported += backend.scheduler().discover(dl.store, wanted)
+            for schedule in wanted:
+                review(dl, schedule)
+        return imported
 
 
 def _dt(ts: float) -> datetime:

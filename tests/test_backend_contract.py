@@ -19,6 +19,7 @@ import pytest
 from orchestrator import api
 from orchestrator.backends import REGISTRY, TARGETS, Capability, capabilities, get_backend, public_state_keys
 from orchestrator.backends.base import FEATURES, Backend, Scheduler, require
+from orchestrator.client import Client
 from orchestrator.errors import BackendError, DlError
 from orchestrator.options import COMMON, LaunchOptions
 from orchestrator.store import RunStatus, open_store
@@ -182,7 +183,7 @@ def test_the_api_checks_a_capability_before_calling(dl_home, monkeypatch):
 
     run = api.launch("mnist", target="local", overrides=TINY)
     with monkeypatch.context() as patch:
-        patch.setattr(api.query, "get_backend", lambda target: NoStop())  # api.stop is in api/query.py
+        patch.setattr(Client, "backend", lambda self, target: NoStop())  # the API's backends come from its Client
         with pytest.raises(BackendError, match=r"^The local target cannot stop runs\.$"):
             api.stop(run.id)
     assert api.stop(run.id, grace=30).status.is_terminal

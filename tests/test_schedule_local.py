@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orchestrator import api, scheduling
+from orchestrator.client import Client
 from orchestrator.store import Run, RunStatus, open_store
 from tests.conftest import MNIST, TINY, invoke, wait_for
 
@@ -36,10 +37,10 @@ class Starter:
     def __init__(self) -> None:
         self.started: list[str] = []
 
-    def __call__(self, store, schedule, due_at) -> Run:
+    def __call__(self, dl, schedule, due_at) -> Run:
         run = Run(id=f"{schedule.name}-{int(due_at)}", job=schedule.job, target="local", status=RunStatus.PENDING,
                   created_at=due_at, schedule=schedule.name)  # fmt: skip
-        store.insert(run)
+        dl.store.insert(run)
         self.started.append(run.id)
         return run
 
@@ -312,7 +313,7 @@ def test_promotion_moves_best_only_on_improvement(dl_home, tmp_path, mode, value
         store.insert(Run(id=run_id, job="mnist", target="local", status=RunStatus.PENDING, created_at=created + i,
                          schedule="promo", checkpoint_uri=str(folder)))  # fmt: skip
         finish(run_id, val_loss=value)
-        scheduling.review(store, store.get_schedule("promo"))
+        scheduling.review(Client(), store.get_schedule("promo"))
         ids.append(run_id)
     decisions = [store.get(run_id).promotion for run_id in ids]
     assert [d["promoted"] for d in decisions] == promoted
@@ -334,7 +335,7 @@ def test_failed_runs_and_runs_without_the_metric_are_not_promoted(dl_home):
         store.insert(Run(id=run_id, job="mnist", target="local", status=RunStatus.PENDING, created_at=time.time(),
                          schedule="promo"))  # fmt: skip
         store.mark_finished(run_id, status, metrics=metrics)
-    scheduling.review(store, store.get_schedule("promo"))
+    scheduling.review(Client(), store.get_schedule("promo"))
     assert store.get("p-failed").promotion == {
         **store.get("p-failed").promotion,
         "promoted": False,

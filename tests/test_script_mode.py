@@ -213,6 +213,7 @@ def test_a_schedule_fires_a_script(dl_home, project):
     import time
 
     from orchestrator import scheduling
+    from orchestrator.client import Client
     from orchestrator.store import open_store
 
     folder = project("raw")
@@ -221,7 +222,7 @@ def test_a_schedule_fires_a_script(dl_home, project):
     store = open_store()
     schedule = store.get_schedule("raw-daily")
     assert schedule.spec["job_dir"] == str(script.resolve())  # found again by the script's path
-    run = scheduling.fire(store, schedule, time.time())
+    run = scheduling.fire(Client(), schedule, time.time())
     done = wait_for(lambda: (r := _run(run.id))["terminal"] and r, what="the scheduled run")
     assert done["status"] == "Completed" and "raw step 3 args ['--note', 's']" in _log(run.id)
 

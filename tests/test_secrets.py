@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import api, scheduling
+from orchestrator.client import Client
 from orchestrator.errors import PackageError, UsageError
 from orchestrator.jobs import load_job
 from orchestrator.packaging import build_package, cached_package, extract_package
@@ -406,7 +407,7 @@ def test_a_schedule_fires_its_pinned_package_only_when_it_still_hashes_to_its_pi
     started = []
     # Stands in for starting a real run: fire() hands over the plan it would start.
     monkeypatch.setattr(api, "start", lambda plan, **kw: started.append(plan.package.path.read_bytes()))
-    store = scheduling.open_store()
+    store = Client()
 
     pinned.write_bytes(good[:-10])  # the job folder is unchanged: the same bytes are built again
     scheduling.fire(store, schedule, time.time())

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.backends import Capability, get_backend, require
+from orchestrator.backends import Capability, require
 from orchestrator.backends.base import Artifact
+from orchestrator.client import Client, using
 from orchestrator.errors import ArtifactError, UsageError
-from orchestrator.store import Run, RunStatus, open_store
+from orchestrator.store import Run, RunStatus
 
 PULL_CHOICES = ("best", "last", "all")
 
@@ -40,7 +41,13 @@ class PullResult:
 
 
 def pull(
-    run_id: str, *, to: Path | None = None, which: str = "best", dry_run: bool = False, progress: bool | None = None
+    run_id: str,
+    *,
+    to: Path | None = None,
+    which: str = "best",
+    dry_run: bool = False,
+    progress: bool | None = None,
+    client: Client | None = None,
 ) -> PullResult:
     """Bring the model and checkpoints of a run into ``to`` (default ``./<run-id>``).
 
@@ -55,42 +62,43 @@ def pull(
     from orchestrator.paths import one_source_per_destination, pull_destination
     from orchestrator.unpack import unpack
 
-    if which not in PULL_CHOICES:
-        raise UsageError(f"Unknown choice {which!r}.", f"Use one of {', '.join(PULL_CHOICES)}.")
-    store = open_store()
-    run = store.get(run_id)
-    backend = require(get_backend(run.target), Capability.PULL)
-    selected = select_artifacts(backend.artifacts(run), which)
-    if not any(a.kind in ("checkpoint", "model") for a in selected):
-        raise _nothing_to_pull(run)
-    dest = pull_destination(to, Path.cwd() / run.id, create=not dry_run)
-    items, notes = [], []
-    # dl's own checkpoints are the runtime's, recorded in its manifest; a script run's other
-    # checkpoint files are the script's own format (legacy torch.save, another framework's).
-    script = "dl_script_args" in run.params
-    own = {entry.get("file") for entry in backend.checkpoint_manifest(run)} if script else set()
-    for artifact in selected:
-        folder = {"model": "model", "checkpoint": "checkpoints", "metrics": "metrics"}[artifact.kind]
-        check = None
-        if script and artifact.kind == "checkpoint" and artifact.name not in own:
-            notes.append(f"{artifact.name} is in the script's own format: pulled as the run wrote it, unchecked.")
-        elif artifact.name.endswith(".ckpt"):
-            label = f"{artifact.name} of run {run.id}"
-            check = functools.partial(verify_checkpoint, name=label)
-        items.append(PullItem(artifact, dest / folder / artifact.name, check))
-    one_source_per_destination(items, dest)
-    result = PullResult(dest, items, notes=notes)
-    if dry_run:
+    with using(client) as dl:
+        if which not in PULL_CHOICES:
+            raise UsageError(f"Unknown choice {which!r}.", f"Use one of {', '.join(PULL_CHOICES)}.")
+        store = dl.store
+        run = store.get(run_id)
+        backend = require(dl.backend(run.target), Capability.PULL)
+        selected = select_artifacts(backend.artifacts(run), which)
+        if not any(a.kind in ("checkpoint", "model") for a in selected):
+            raise _nothing_to_pull(run)
+        dest = pull_destination(to, Path.cwd() / run.id, create=not dry_run)
+        items, notes = [], []
+        # dl's own checkpoints are the runtime's, recorded in its manifest; a script run's other
+        # checkpoint files are the script's own format (legacy torch.save, another framework's).
+        script = "dl_script_args" in run.params
+        own = {entry.get("file") for entry in backend.checkpoint_manifest(run)} if script else set()
+        for artifact in selected:
+            folder = {"model": "model", "checkpoint": "checkpoints", "metrics": "metrics"}[artifact.kind]
+            check = None
+            if script and artifact.kind == "checkpoint" and artifact.name not in own:
+                notes.append(f"{artifact.name} is in the script's own format: pulled as the run wrote it, unchecked.")
+            elif artifact.name.endswith(".ckpt"):
+                label = f"{artifact.name} of run {run.id}"
+                check = functools.partial(verify_checkpoint, name=label)
+            items.append(PullItem(artifact, dest / folder / artifact.name, check))
+        one_source_per_destination(items, dest)
+        result = PullResult(dest, items, notes=notes)
+        if dry_run:
+            return result
+        report = backend.download(run, items, dest, progress=progress)
+        result.fetched, result.skipped = report.fetched, report.skipped
+        result.bytes, result.resumed_bytes, result.backoffs = report.bytes, report.resumed_bytes, report.backoffs
+        for item in items:
+            if item.dest.name.endswith(".tar.gz"):
+                done = unpack(item.dest, fresh=item.dest in report.fetched)
+                result.unpacked += done.paths
+                result.redone.update({item.dest.parent / name: why for name, why in done.redone.items()})
         return result
-    report = backend.download(run, items, dest, progress=progress)
-    result.fetched, result.skipped = report.fetched, report.skipped
-    result.bytes, result.resumed_bytes, result.backoffs = report.bytes, report.resumed_bytes, report.backoffs
-    for item in items:
-        if item.dest.name.endswith(".tar.gz"):
-            done = unpack(item.dest, fresh=item.dest in report.fetched)
-            result.unpacked += done.paths
-            result.redone.update({item.dest.parent / name: why for name, why in done.redone.items()})
-    return result
 
 
 def _nothing_to_pull(run: Run) -> ArtifactError:
@@ -148,7 +156,8 @@ def verify_checkpoint(path: Path, source_checked: bool = False, *, name: str | N
         raise ArtifactError(f"Checkpoint {label} is corrupt (bad entry {bad}).", hint)
 
 
-def list_artifacts(run_id: str) -> list[Artifact]:
-    store = open_store()
-    run = store.get(run_id)
-    return get_backend(run.target).artifacts(run)
+def list_artifacts(run_id: str, *, client: Client | None = None) -> list[Artifact]:
+    with using(client) as dl:
+        store = dl.store
+        run = store.get(run_id)
+        return dl.backend(run.target).artifacts(run)

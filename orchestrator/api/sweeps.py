@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from orchestrator.api.launch import new_run_id, plan, start
 from orchestrator.api.query import monitor_of, rank, refresh
+from orchestrator.client import Client, using
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions, parse_assignments
-from orchestrator.store import Run, open_store
+from orchestrator.store import Run
 
 
 @dataclass
@@ -38,27 +39,28 @@ class Comparison:
         }  # fmt: skip
 
 
-def compare(run_ids: list[str] | None = None, *, sweep: str | None = None) -> Comparison:
+def compare(run_ids: list[str] | None = None, *, sweep: str | None = None, client: Client | None = None) -> Comparison:
     """Compare runs by id, or every run of a sweep (then ranked by the job's monitored metric,
     best first; runs without it last). Params that are the same in every run are left out."""
-    store = open_store()
-    runs = [refresh(store, store.get(run_id)) for run_id in run_ids or []]
-    if sweep:
-        members = store.list(sweep=sweep)
-        if not members:
-            raise UsageError(
-                f"No sweep {sweep!r}.", "`dl sweep` prints the sweep id; `dl runs --json` shows each run's sweep."
-            )
-        runs += [refresh(store, r) for r in reversed(members) if r.id not in {x.id for x in runs}]
-    if not runs:
-        raise UsageError("Nothing to compare.", "Give run ids (dl compare RUN RUN) or --sweep ID.")
-    names = sorted({k for r in runs for k in r.params})
-    differing = [k for k in names if len({repr(r.params.get(k)) for r in runs}) > 1]
-    metrics = sorted({k for r in runs for k in r.metrics}, key=lambda k: (not k.startswith("val_"), k))
-    monitor, mode = monitor_of(runs[0])
-    if sweep and monitor and any(monitor in r.metrics for r in runs):
-        runs = rank(runs, monitor, descending=mode == "max")
-    return Comparison(runs, differing, metrics, monitor, mode)
+    with using(client) as dl:
+        store = dl.store
+        runs = [refresh(dl, store.get(run_id)) for run_id in run_ids or []]
+        if sweep:
+            members = store.list(sweep=sweep)
+            if not members:
+                raise UsageError(
+                    f"No sweep {sweep!r}.", "`dl sweep` prints the sweep id; `dl runs --json` shows each run's sweep."
+                )
+            runs += [refresh(dl, r) for r in reversed(members) if r.id not in {x.id for x in runs}]
+        if not runs:
+            raise UsageError("Nothing to compare.", "Give run ids (dl compare RUN RUN) or --sweep ID.")
+        names = sorted({k for r in runs for k in r.params})
+        differing = [k for k in names if len({repr(r.params.get(k)) for r in runs}) > 1]
+        metrics = sorted({k for r in runs for k in r.metrics}, key=lambda k: (not k.startswith("val_"), k))
+        monitor, mode = monitor_of(runs[0])
+        if sweep and monitor and any(monitor in r.metrics for r in runs):
+            runs = rank(runs, monitor, descending=mode == "max")
+        return Comparison(runs, differing, metrics, monitor, mode)
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
@@ -96,6 +98,7 @@ def sweep(
     poll: float = 0.5,
     script_args: list[str] | None = None,
     root: str | None = None,
+    client: Client | None = None,
     **choices,
 ) -> tuple[str, list[Run]]:
     """Launch one run per point of ``grid`` under one sweep id, at most ``parallel`` unfinished at once.
@@ -108,15 +111,18 @@ def sweep(
         raise UsageError("--parallel must be at least 1.")
     points = grid_points(grid)
     options = LaunchOptions.of(options, **choices)
-    plans = [plan(job_name, overrides=point, options=options, script_args=script_args, root=root) for point in points]
-    sweep_id = new_run_id(f"{plans[0].job.name}-sweep")
-    store = open_store()
-    launched: list[Run] = []
-    for the_plan in plans:
-        while sum(not refresh(store, store.get(r.id)).status.is_terminal for r in launched) >= parallel:
-            time.sleep(poll)
-        run = start(the_plan, sweep=sweep_id)
-        launched.append(run)
-        if on_launch:
-            on_launch(run)
+    with using(client) as dl:
+        plans = [
+            plan(job_name, overrides=point, options=options, script_args=script_args, root=root, client=dl)
+            for point in points
+        ]
+        sweep_id = new_run_id(f"{plans[0].job.name}-sweep")
+        launched: list[Run] = []
+        for the_plan in plans:
+            while sum(not refresh(dl, dl.store.get(r.id)).status.is_terminal for r in launched) >= parallel:
+                time.sleep(poll)
+            run = start(the_plan, sweep=sweep_id, client=dl)
+            launched.append(run)
+            if on_launch:
+                on_launch(run)
     return sweep_id, launched

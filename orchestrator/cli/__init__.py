@@ -89,7 +89,12 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.", envvar="DL_DEBUG"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    ctx.obj = {"debug": debug}
+    from orchestrator.client import Client
+
+    # One Client per command: one store connection, settings read once; closed when the command ends.
+    client = Client()
+    ctx.call_on_close(client.close)
+    ctx.obj = {"debug": debug, "client": client}
 
 
 def _add_commands() -> None:

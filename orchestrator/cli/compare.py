@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli import completion, options, render
+from orchestrator.cli.context import current_client
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions
@@ -36,10 +37,10 @@ def plot(
     """
     from orchestrator import api, plotting
 
-    runs = [api.show(run_id) for run_id in run_ids]
+    runs = [api.show(run_id, client=current_client()) for run_id in run_ids]
     if metric is None:
         metric = api.monitor_of(runs[0])[0] or "val_loss"
-    data = plotting.series({run.id: api.epoch_metrics(run.id) for run in runs}, metric)
+    data = plotting.series({run.id: api.epoch_metrics(run.id, client=current_client()) for run in runs}, metric)
     if output is None:
         typer.echo(plotting.terminal_chart(data, metric, width=width, height=height))
         return
@@ -69,7 +70,7 @@ def compare(
     """
     from orchestrator import api
 
-    result = api.compare(run_ids, sweep=sweep)
+    result = api.compare(run_ids, sweep=sweep, client=current_client())
     if as_json:
         render.print_json(result.to_json())
         return
@@ -143,12 +144,19 @@ def sweep(
 
     runs_seen: list = []
     sweep_id, runs = api.sweep(
-        job, grid, parallel=parallel, options=launch_options, on_launch=launched, script_args=script_args, root=root
+        job,
+        grid,
+        parallel=parallel,
+        options=launch_options,
+        on_launch=launched,
+        script_args=script_args,
+        root=root,
+        client=current_client(),
     )
     typer.echo(f"Sweep {sweep_id}: all {len(runs)} runs launched.")
     if not wait:
         typer.echo(f"  compare: dl compare --sweep {sweep_id}")
         return
     for run in runs:
-        api.wait(run.id)
-    typer.echo(comparison_table(api.compare(sweep=sweep_id), ranked=True))
+        api.wait(run.id, client=current_client())
+    typer.echo(comparison_table(api.compare(sweep=sweep_id, client=current_client()), ranked=True))

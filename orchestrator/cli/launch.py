@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from orchestrator.cli import completion, options, render
+from orchestrator.cli.context import current_client
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.errors import UsageError
 from orchestrator.options import LaunchOptions, parse_assignments
@@ -64,13 +65,18 @@ def launch(
     if follow and detach:
         raise UsageError("--follow and --detach exclude each other.", "Pick one.")
     plan = api.plan(
-        job, overrides=parse_assignments(set_, "--set"), options=launch_options, script_args=script_args, root=root
+        job,
+        overrides=parse_assignments(set_, "--set"),
+        options=launch_options,
+        script_args=script_args,
+        root=root,
+        client=current_client(),
     )
     render.package_notes(plan.package)
     if dry_run:
         _dry_run(plan, smoke=not no_smoke, as_json=as_json)
         return
-    run = api.start(plan, name=name)
+    run = api.start(plan, name=name, client=current_client())
     if as_json and not follow:
         render.print_json(run.to_json())
         return
@@ -85,12 +91,12 @@ def follow_run(run_id: str) -> None:
     from orchestrator import api
 
     try:
-        for chunk in api.logs(run_id, follow=True):
+        for chunk in api.logs(run_id, follow=True, client=current_client()):
             typer.echo(chunk, nl=False)
     except KeyboardInterrupt:
         typer.echo(f"\nStopped following; the run goes on. Stop it with: dl stop {run_id}", err=True)
         raise typer.Exit(130) from None
-    run = api.show(run_id)
+    run = api.show(run_id, client=current_client())
     line = f"{run.id} {run.status.value} in {render.duration(run.duration)}"
     if run.metrics:
         line += f": {render.metrics_text(run.metrics, limit=5)}"
@@ -104,7 +110,7 @@ def follow_run(run_id: str) -> None:
 def _dry_run(plan: api.Plan, *, smoke: bool, as_json: bool) -> None:
     from orchestrator import api
 
-    details = api.describe(plan)
+    details = api.describe(plan, client=current_client())
     if not as_json:
         _print_plan(plan, details)
     result = None
@@ -114,7 +120,7 @@ def _dry_run(plan: api.Plan, *, smoke: bool, as_json: bool) -> None:
             if any("://" in path for path in plan.data.values()):
                 typer.echo("  (remote channels are not downloaded for it; the job sees only local ones)")
         with tempfile.TemporaryDirectory(prefix="dl-dry-run-") as workdir:
-            result = api.smoke_test(plan, Path(workdir))
+            result = api.smoke_test(plan, Path(workdir), client=current_client())
     if as_json:
         out = _plan_json(plan, details)
         out["smoke_test"] = None if result is None else {

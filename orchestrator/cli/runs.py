@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli import completion, render
+from orchestrator.cli.context import current_client
 from orchestrator.errors import UsageError
 
 commands = typer.Typer()  # added to `dl` by orchestrator/cli/__init__.py
@@ -50,7 +51,7 @@ def runs(
     if sync:
         from orchestrator import scheduling
 
-        imported = scheduling.sync()
+        imported = scheduling.sync(current_client())
         if imported:
             typer.echo(f"Imported {len(imported)} run(s) started by schedules.", err=True)
     if sync_all:
@@ -60,7 +61,13 @@ def runs(
         for note in notes:
             typer.echo(f"Note: {note}", err=True)
     found = api.list_runs(
-        job=job, status=status, target=target, limit=limit or None, sort=sort, failure_kind=failure_kind
+        job=job,
+        status=status,
+        target=target,
+        limit=limit or None,
+        sort=sort,
+        failure_kind=failure_kind,
+        client=current_client(),
     )
     if as_json:
         render.print_json([run.to_json() for run in found])
@@ -84,9 +91,15 @@ def show(
     """
     from orchestrator import api
 
-    run = api.show(run_id)
+    run = api.show(run_id, client=current_client())
     if as_json:
-        render.print_json({**run.to_json(), "best": api.best_epoch(run), "checkpoint_manifest": api.checkpoints(run)})
+        render.print_json(
+            {
+                **run.to_json(),
+                "best": api.best_epoch(run, client=current_client()),
+                "checkpoint_manifest": api.checkpoints(run, client=current_client()),
+            }
+        )
         return
     rows = [
         ("Run", run.id),
@@ -122,13 +135,13 @@ def show(
         typer.echo(f"{key.ljust(width)}  {value}")
     _section("Parameters", run.params)
     _section("Metrics (final)", {k: f"{v:.6g}" for k, v in run.metrics.items()})
-    best = api.best_epoch(run)
+    best = api.best_epoch(run, client=current_client())
     if best:
         where = f"epoch {best['epoch'] + 1} (step {best['step']})"
         typer.echo(f"\nBest      {best['metric']}={best['value']:.6g} at {where}")
     if run.data:
         _section("Data", run.data)
-    entries = api.checkpoints(run)
+    entries = api.checkpoints(run, client=current_client())
     if entries:
         typer.echo("\nCheckpoints")
         rows = []
@@ -183,7 +196,7 @@ def logs(
     from orchestrator import api
 
     try:
-        for chunk in api.logs(run_id, follow=follow):
+        for chunk in api.logs(run_id, follow=follow, client=current_client()):
             typer.echo(chunk, nl=False)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -204,12 +217,12 @@ def stop(
     """
     from orchestrator import api
 
-    before = api.show(run_id)
+    before = api.show(run_id, client=current_client())
     if before.status.is_terminal:
         why = f": {before.failure_reason}" if before.failure_reason else ""
         typer.echo(f"{before.id} already ended ({before.status.value}{why}); nothing to stop.")
         return
-    run = api.stop(run_id, grace=grace)
+    run = api.stop(run_id, grace=grace, client=current_client())
     if run.status.value == "Completed":
         typer.echo(f"{run.id} Completed: its training had finished before the stop took effect.")
     elif run.status.is_terminal:
@@ -235,7 +248,7 @@ def resume(
     """
     from orchestrator import api
 
-    run, started = api.resume(run_id)
+    run, started = api.resume(run_id, client=current_client())
     if not started:
         typer.echo(f"{run.id} already Completed; nothing to resume.")
         return
@@ -273,7 +286,7 @@ def pull(
     if sum((best, last, all_)) > 1:
         raise UsageError("--best, --last and --all exclude each other.", "Pick one.")
     which = "all" if all_ else "last" if last else "best"
-    result = api.pull(run_id, to=to, which=which, dry_run=dry_run)
+    result = api.pull(run_id, to=to, which=which, dry_run=dry_run, client=current_client())
     if dry_run:
         for item in result.planned:
             size = render.size(item.artifact.size) if item.artifact.size is not None else "?"

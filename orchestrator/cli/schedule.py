@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli import completion, options, render
+from orchestrator.cli.context import current_client
 from orchestrator.cli.options import OptionalGpuCommand
 from orchestrator.options import LaunchOptions, parse_assignments
 
@@ -64,13 +65,14 @@ def create(
         promote=promote_if,
         retries=retries,
         window_minutes=window,
+        client=current_client(),
     )
     typer.echo(
         f"Created schedule {schedule.name}: {schedule.job} on {schedule.target}, {schedule.expression}"
         f" ({schedule.timezone}), package {schedule.package_hash[:12]}"
     )
     _print_next(scheduling.next_fire_times(schedule))
-    if scheduling.fires_here(schedule.target):
+    if scheduling.fires_here(schedule.target, current_client()):
         typer.echo("  Local schedules fire while `dl schedule run` runs (see `dl schedule install`).")
 
 
@@ -101,7 +103,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON array
     """List schedules."""
     from orchestrator import scheduling
 
-    found = scheduling.list_schedules()
+    found = scheduling.list_schedules(client=current_client())
     if as_json:
         render.print_json(
             [_schedule_json(s, scheduling.next_fire_times(s) if s.status == "active" else []) for s in found]
@@ -128,7 +130,7 @@ def show(
 
     from orchestrator import scheduling
 
-    view = scheduling.show(name)
+    view = scheduling.show(name, client=current_client())
     s = view.schedule
     if as_json:
         out = _schedule_json(s, view.next_fires)
@@ -162,7 +164,7 @@ def pause(name: str = SCHEDULE) -> None:
     """Stop firing until `dl schedule resume`."""
     from orchestrator import scheduling
 
-    scheduling.pause(name)
+    scheduling.pause(name, client=current_client())
     typer.echo(f"Paused {name}.")
 
 
@@ -171,7 +173,7 @@ def resume(name: str = SCHEDULE) -> None:
     """Fire again (fire times missed while paused are not caught up)."""
     from orchestrator import scheduling
 
-    s = scheduling.resume(name)
+    s = scheduling.resume(name, client=current_client())
     typer.echo(f"Resumed {name}.")
     _print_next(scheduling.next_fire_times(s))
 
@@ -181,7 +183,7 @@ def delete(name: str = SCHEDULE) -> None:
     """Delete a schedule; the runs it started stay."""
     from orchestrator import scheduling
 
-    scheduling.delete(name)
+    scheduling.delete(name, client=current_client())
     typer.echo(f"Deleted schedule {name}; its runs stay (dl runs).")
 
 
@@ -190,7 +192,7 @@ def update(name: str = SCHEDULE) -> None:
     """Repackage the job folder and pin the new package; shows which files changed."""
     from orchestrator import scheduling
 
-    result = scheduling.update(name)
+    result = scheduling.update(name, client=current_client())
     if result.unchanged:
         typer.echo(f"{name}: the job's files are unchanged; still package {result.schedule.package_hash[:12]}.")
         return

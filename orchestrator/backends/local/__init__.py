@@ -112,6 +112,9 @@ class LocalBackend:
 
     accepted_options: frozenset[str] = frozenset()  # this machine: no choice of machine, image or limits
 
+    def __init__(self, settings=None) -> None:
+        """``settings``: as for every backend (Client.backend passes its resolver); this machine needs none."""
+
     def check(self, spec: LaunchSpec) -> None:
         check_data(spec.data)
         check_requirements(spec)

@@ -8,13 +8,12 @@ CloudWatch, checkpoints and the model from S3. Only aws.py imports boto3.
 
 from __future__ import annotations
 
-import functools
-import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.backends import runtime_io
 from orchestrator.backends.base import Artifact, LaunchSpec
@@ -22,6 +21,10 @@ from orchestrator.backends.sagemaker import request as req
 from orchestrator.errors import UsageError
 from orchestrator.failures import FailureKind, from_reason
 from orchestrator.store import Run, RunStatus, Store
+
+if TYPE_CHECKING:
+    from orchestrator.backends.sagemaker.aws import Aws
+    from orchestrator.config import Settings
 
 # Managed spot usually saves 60-90% against on-demand; estimates use 70% off.
 SPOT_PRICE_FACTOR = 0.3
@@ -35,20 +38,13 @@ _STATUS = {
 }
 
 
-def settings_for(spec: LaunchSpec):
-    from orchestrator.config import load_settings
-
-    return load_settings(cli=spec.options.settings())
-
-
-def placement_for(spec: LaunchSpec, *, dry_run: bool = False) -> req.Placement:
-    """Settings + catalog + image tables → where the run goes. With ``dry_run``, missing
-    bucket/role become visible placeholders instead of errors."""
+def placement_for(spec: LaunchSpec, cfg: Settings, *, dry_run: bool = False) -> req.Placement:
+    """Settings (``cfg``, resolved for this spec) + catalog + image tables → where the run goes.
+    With ``dry_run``, missing bucket/role become visible placeholders instead of errors."""
     from orchestrator.backends.sagemaker.catalog import choose
     from orchestrator.backends.sagemaker.images import DEFAULT_FRAMEWORK_VERSION, training_image
     from orchestrator.config import require
 
-    cfg = settings_for(spec)
     if not dry_run:
         require(cfg, "region", "bucket", "role_arn", purpose="the sagemaker target")
     region = cfg.region or "us-east-1"
@@ -157,30 +153,6 @@ def estimate(placement: req.Placement) -> dict:
     }
 
 
-def _aws(run_or_region, profile: str | None = None):
-    """The clients for a run's (or a region's) account; one set per region and profile per process."""
-    if isinstance(run_or_region, Run):
-        region, profile = run_or_region.backend_state.get("region"), run_or_region.backend_state.get("profile")
-    else:
-        region = run_or_region
-    # The environment that decides endpoint, credentials and retries is part of the key.
-    environment = tuple(os.environ.get(name) for name in _AWS_ENVIRONMENT)
-    return _clients(region, profile, environment)
-
-
-_AWS_ENVIRONMENT = (
-    "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS",
-)  # fmt: skip
-
-
-@functools.lru_cache(maxsize=8)
-def _clients(region: str | None, profile: str | None, environment: tuple):
-    from orchestrator.backends.sagemaker.aws import Aws
-
-    return Aws(region, profile)
-
-
 def failure_kind(job: dict) -> FailureKind | None:
     """Why a finished training job did not complete, from DescribeTrainingJob: a Stopped job at
     its MaxRuntime is a timeout, at spot's MaxWaitTime (or interrupted) a spot failure, else
@@ -210,6 +182,29 @@ class SageMakerBackend:
          "region", "profile"}
     )  # fmt: skip
 
+    def __init__(self, settings: Callable[..., Settings] | None = None) -> None:
+        """``settings(cli)`` resolves dl's settings with flags on top (Client.settings, which reads
+        dl.toml once); without it each call resolves them afresh. The AWS clients this backend
+        makes are kept on it, one set per region and profile, for as long as it lives."""
+        from orchestrator.config import load_settings
+
+        self.settings = settings or load_settings
+        self._clients: dict[tuple[str | None, str | None], Aws] = {}
+
+    def settings_for(self, spec: LaunchSpec) -> Settings:
+        return self.settings(spec.options.settings())
+
+    def aws(self, region: str | None, profile: str | None = None) -> Aws:
+        """The clients for one region and profile, made on first use (aws.Aws)."""
+        if (region, profile) not in self._clients:
+            from orchestrator.backends.sagemaker.aws import Aws
+
+            self._clients[region, profile] = Aws(region, profile)
+        return self._clients[region, profile]
+
+    def _aws(self, run: Run) -> Aws:
+        return self.aws(run.backend_state.get("region"), run.backend_state.get("profile"))
+
     def check(self, spec: LaunchSpec) -> None:
         for name, uri in spec.data.items():
             if name == runtime_io.INIT_CHANNEL and Path(uri).is_file():
@@ -227,7 +222,7 @@ class SageMakerBackend:
         # An unknown GPU or a count no instance type has is bad input: say so before a run is recorded.
         from orchestrator.backends.sagemaker.catalog import choose
 
-        cfg = settings_for(spec)
+        cfg = self.settings_for(spec)
         choose(cfg.gpu or None, cfg.instance_type or None, nodes=spec.options.nodes or 1)
 
     def register_commands(self, app) -> None:
@@ -245,7 +240,7 @@ class SageMakerBackend:
     def scheduler(self):
         from orchestrator.backends.sagemaker.schedules import EventBridgeScheduler
 
-        return EventBridgeScheduler()
+        return EventBridgeScheduler(self)
 
     def import_runs(self, store: Store) -> list[Run]:
         """Insert every dl-tagged training job of the configured account and region that the store
@@ -265,13 +260,13 @@ class SageMakerBackend:
         from orchestrator.backends.sagemaker.aws import has_credentials
         from orchestrator.config import require
 
-        cfg = settings_for(spec)
+        cfg = self.settings_for(spec)
         require(cfg, "region", "bucket", "role_arn", purpose="the sagemaker target")
         has_credentials(cfg.region, cfg.session_kwargs().get("profile_name"))
 
     def describe(self, spec: LaunchSpec, run_id: str, git_commit: str | None) -> dict:
         """What a launch would send and cost; sends nothing."""
-        placement = placement_for(spec, dry_run=True)
+        placement = placement_for(spec, self.settings_for(spec), dry_run=True)
         request = request_for(run_id, spec, placement, git_commit)
         req.validate(request)
         return {
@@ -288,11 +283,12 @@ class SageMakerBackend:
         }
 
     def submit(self, store: Store, run: Run, spec: LaunchSpec) -> None:
-        placement = placement_for(spec)
+        cfg = self.settings_for(spec)
+        placement = placement_for(spec, cfg)
         # botocore validates the request against the service model before sending it (see aws.translate).
         request = request_for(run.id, spec, placement, run.git_commit)
-        profile = settings_for(spec).session_kwargs().get("profile_name")
-        aws = _aws(placement.region, profile)
+        profile = cfg.session_kwargs().get("profile_name")
+        aws = self.aws(placement.region, profile)
         package_uri = upload_inputs(aws, spec, placement)
         prefix = req.run_prefix(placement, run.id)
         store.merge_backend_state(
@@ -320,7 +316,7 @@ class SageMakerBackend:
     def refresh(self, store: Store, run: Run) -> Run:
         if run.status.is_terminal:
             return run
-        self._apply(store, run, _aws(run).describe_training_job(run.id))
+        self._apply(store, run, self._aws(run).describe_training_job(run.id))
         return store.get(run.id)
 
     def refresh_many(self, store: Store, runs: list[Run]) -> list[Run]:
@@ -332,7 +328,7 @@ class SageMakerBackend:
         for run in pending:
             by_region.setdefault((run.backend_state.get("region"), run.backend_state.get("profile")), []).append(run)
         for (region, profile), group in by_region.items():
-            aws = _aws(region, profile)
+            aws = self.aws(region, profile)
             oldest = min(r.created_at for r in group)
             after = datetime.fromtimestamp(oldest, tz=UTC) - timedelta(hours=1)
             wanted = {r.id: r for r in group}
@@ -392,7 +388,7 @@ class SageMakerBackend:
         if not run.model_uri:
             return {}, []
         output = run.model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
-        aws = _aws(run)
+        aws = self._aws(run)
         meta = aws.head(output)
         if meta is None or meta.size > 50 * 1024 * 1024:
             return {}, []
@@ -423,7 +419,7 @@ class SageMakerBackend:
 
     def _stream(self, run: Run, store: Store | None, poll: float = 2.0) -> Iterator[str]:
         """CloudWatch events of every stream of the job, merged by time; with a store, on until it ends."""
-        aws = _aws(run)
+        aws = self._aws(run)
         tokens: dict[str, str | None] = {}
         while True:
             streams = aws.log_streams(req.LOG_GROUP, f"{run.id}/")
@@ -455,7 +451,7 @@ class SageMakerBackend:
         run = self.refresh(store, run)
         if run.status.is_terminal:
             return run
-        _aws(run).stop_training_job(run.id)
+        self._aws(run).stop_training_job(run.id)
         store.merge_backend_state(run.id, stop_requested=True)
         store.mark_stopping(run.id)
         return self.refresh(store, store.get(run.id))
@@ -468,7 +464,7 @@ class SageMakerBackend:
 
         if not run.checkpoint_uri:
             return []
-        aws = _aws(run)
+        aws = self._aws(run)
         bucket, key = _split(run.checkpoint_uri.rstrip("/") + "/manifest.json")
         if aws.head(f"s3://{bucket}/{key}") is None:
             return []
@@ -478,7 +474,7 @@ class SageMakerBackend:
             return []
 
     def artifacts(self, run: Run) -> list[Artifact]:
-        aws = _aws(run)
+        aws = self._aws(run)
         found: list[Artifact] = []
         if run.checkpoint_uri:
             bucket, prefix = _split(run.checkpoint_uri.rstrip("/") + "/")
@@ -510,7 +506,7 @@ class SageMakerBackend:
         total = sum(t.size for t in transfers)
         with translate(f"pulling {run.id}"):
             # The listing's S3 client (one per region and profile), made before this.
-            s3 = lambda: _aws(run).client("s3")  # noqa: E731
+            s3 = lambda: self._aws(run).client("s3")  # noqa: E731
             return download_all(s3, transfers, root, progress=Progress(total, enabled=progress))
 
 

@@ -25,6 +25,7 @@ from orchestrator.store import Run, Schedule, Store
 
 if TYPE_CHECKING:
     from orchestrator.api import Plan
+    from orchestrator.backends.sagemaker import SageMakerBackend
     from orchestrator.options import LaunchOptions
 
 EXECUTION_ID = "<aws.scheduler.execution-id>"
@@ -48,25 +49,13 @@ def pointer_uri(bucket: str, prefix: str, name: str) -> str:
                          gpus_per_node=0).s3("schedules", name, "best")  # fmt: skip
 
 
-def pointer_for(options: LaunchOptions, name: str) -> str:
+def pointer_for(sm: SageMakerBackend, options: LaunchOptions, name: str) -> str:
     """The S3 prefix of schedule ``name``'s best pointer, from the settings these options resolve to."""
-    from orchestrator.config import load_settings, require
+    from orchestrator.config import require
 
-    cfg = load_settings(cli=options.settings())
+    cfg = sm.settings(options.settings())
     require(cfg, "bucket", purpose="cloud schedules")
     return pointer_uri(cfg.bucket, cfg.prefix, name)
-
-
-def _aws(region: str | None, profile: str | None):
-    from orchestrator.backends.sagemaker.aws import Aws
-
-    return Aws(region, profile)
-
-
-def _cfg(the_plan: Plan):
-    from orchestrator.backends.sagemaker import settings_for
-
-    return settings_for(the_plan.spec)
 
 
 def _request(schedule: Schedule, the_plan: Plan, placement: req.Placement) -> dict:
@@ -110,7 +99,7 @@ def _window(schedule: Schedule) -> dict:
     return {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": int(minutes)} if minutes else {"Mode": "OFF"}
 
 
-def create(schedule: Schedule, the_plan: Plan) -> dict:
+def create(sm: SageMakerBackend, schedule: Schedule, the_plan: Plan) -> dict:
     """Upload the package, and create the schedule group (if missing) and the schedule.
 
     Returns what the store keeps about it (arn, group, region, profile, bucket, prefix)."""
@@ -118,12 +107,12 @@ def create(schedule: Schedule, the_plan: Plan) -> dict:
     from orchestrator.backends.sagemaker.aws import has_credentials, translate
     from orchestrator.config import require
 
-    cfg = _cfg(the_plan)
+    cfg = sm.settings_for(the_plan.spec)
     require(cfg, "region", "bucket", "role_arn", "scheduler_role_arn", purpose="cloud schedules")
     profile = cfg.session_kwargs().get("profile_name")
     has_credentials(cfg.region, profile)
-    placement = placement_for(the_plan.spec)
-    aws = _aws(placement.region, profile)
+    placement = placement_for(the_plan.spec, cfg)
+    aws = sm.aws(placement.region, profile)
     if schedule.spec.get("from_schedule"):
         pointer = the_plan.data[INIT_CHANNEL].rstrip("/")
         if not aws.list_objects(pointer):
@@ -186,35 +175,35 @@ def _put(aws, schedule: Schedule, current: dict, **changes) -> None:
         aws.client("scheduler").update_schedule(Name=schedule.name, GroupName=schedule.cloud["group"], **fields)
 
 
-def set_state(schedule: Schedule, *, enabled: bool) -> None:
+def set_state(sm: SageMakerBackend, schedule: Schedule, *, enabled: bool) -> None:
     """Pause (DISABLED) or resume (ENABLED) the EventBridge schedule, keeping everything else."""
-    aws = _aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
+    aws = sm.aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
     _put(aws, schedule, _get(aws, schedule), State="ENABLED" if enabled else "DISABLED")
 
 
-def state(schedule: Schedule) -> dict:
+def state(sm: SageMakerBackend, schedule: Schedule) -> dict:
     """The schedule as EventBridge holds it now (State, Target with its Input, ...)."""
-    return _get(_aws(schedule.cloud.get("region"), schedule.cloud.get("profile")), schedule)
+    return _get(sm.aws(schedule.cloud.get("region"), schedule.cloud.get("profile")), schedule)
 
 
-def replace_target(schedule: Schedule, the_plan: Plan) -> None:
+def replace_target(sm: SageMakerBackend, schedule: Schedule, the_plan: Plan) -> None:
     """Upload a new package and point the schedule's request at it (dl schedule update)."""
     from orchestrator.backends.sagemaker import placement_for
 
-    cfg = _cfg(the_plan)
-    placement = placement_for(the_plan.spec)
-    aws = _aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
+    cfg = sm.settings_for(the_plan.spec)
+    placement = placement_for(the_plan.spec, cfg)
+    aws = sm.aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
     _upload(aws, the_plan, placement)
     target = _target(schedule, the_plan, placement, cfg.scheduler_role_arn)
     _put(aws, schedule, _get(aws, schedule), Target=target,
          Description=f"dl: {schedule.job}, package {the_plan.package.sha256[:12]}")  # fmt: skip
 
 
-def delete(schedule: Schedule) -> None:
+def delete(sm: SageMakerBackend, schedule: Schedule) -> None:
     """Delete the EventBridge schedule; one already gone is fine."""
     from orchestrator.backends.sagemaker.aws import translate
 
-    aws = _aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
+    aws = sm.aws(schedule.cloud.get("region"), schedule.cloud.get("profile"))
     with translate(f"deleting schedule {schedule.name}"):
         try:
             aws.client("scheduler").delete_schedule(Name=schedule.name, GroupName=schedule.cloud["group"])
@@ -223,18 +212,18 @@ def delete(schedule: Schedule) -> None:
                 raise
 
 
-def copy_to_pointer(schedule: Schedule, run: Run, location: str) -> str:
+def copy_to_pointer(sm: SageMakerBackend, schedule: Schedule, run: Run, location: str) -> str:
     """Server-side copy of a run's checkpoint to the schedule's ``best/best.ckpt``; returns its URI."""
     cloud = schedule.cloud
     dest = pointer_uri(cloud["bucket"], cloud.get("prefix", ""), schedule.name) + "/best.ckpt"
-    _aws(cloud.get("region") or run.backend_state.get("region"), cloud.get("profile")).copy(location, dest)
+    sm.aws(cloud.get("region") or run.backend_state.get("region"), cloud.get("profile")).copy(location, dest)
     return dest
 
 
 # -- discovering the runs a schedule started --------------------------------------------------
 
 
-def discover(store: Store, schedules: list[Schedule]) -> list[Run]:
+def discover(sm: SageMakerBackend, store: Store, schedules: list[Schedule]) -> list[Run]:
     """Import training jobs tagged ``dl:schedule`` that the store does not know yet.
 
     Looks in each schedule's region (and the configured one) at jobs created since the oldest
@@ -243,10 +232,9 @@ def discover(store: Store, schedules: list[Schedule]) -> list[Run]:
     from datetime import UTC, datetime, timedelta
 
     from orchestrator.backends.sagemaker.imports import import_tagged
-    from orchestrator.config import load_settings
 
     places = {(s.cloud.get("region"), s.cloud.get("profile")) for s in schedules if s.cloud.get("region")}
-    cfg = load_settings()
+    cfg = sm.settings(None)
     if cfg.region:
         places.add((cfg.region, cfg.session_kwargs().get("profile_name")))
     if not places:
@@ -264,30 +252,34 @@ def _split(uri: str) -> tuple[str, str]:
 
 class EventBridgeScheduler:
     """The sagemaker target's Scheduler (base.Scheduler): EventBridge Scheduler fires the runs,
-    ``discover`` imports them; the module's functions above do the work."""
+    ``discover`` imports them; the module's functions above do the work, with the backend's
+    settings and AWS clients."""
 
     fires_here = False
+
+    def __init__(self, backend: SageMakerBackend) -> None:
+        self.backend = backend
 
     def check(self, retries: int | None, window_minutes: int | None) -> None:
         """EventBridge takes both: retries of a refused CreateTrainingJob, and a flexible window."""
 
     def pointer(self, name: str, options: LaunchOptions) -> str:
-        return pointer_for(options, name) + "/"
+        return pointer_for(self.backend, options, name) + "/"
 
     def create(self, schedule: Schedule, plan: Plan) -> dict:
-        return create(schedule, plan)
+        return create(self.backend, schedule, plan)
 
     def set_state(self, schedule: Schedule, *, enabled: bool) -> None:
-        set_state(schedule, enabled=enabled)
+        set_state(self.backend, schedule, enabled=enabled)
 
     def replace_target(self, schedule: Schedule, plan: Plan) -> None:
-        replace_target(schedule, plan)
+        replace_target(self.backend, schedule, plan)
 
     def delete(self, schedule: Schedule) -> None:
-        delete(schedule)
+        delete(self.backend, schedule)
 
     def copy_to_pointer(self, schedule: Schedule, run: Run, location: str) -> str:
-        return copy_to_pointer(schedule, run, location)
+        return copy_to_pointer(self.backend, schedule, run, location)
 
     def discover(self, store: Store, schedules: list[Schedule]) -> list[Run]:
-        return discover(store, schedules)
+        return discover(self.backend, store, schedules)
