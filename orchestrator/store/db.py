@@ -243,4 +243,18 @@ class Connection:
                 copy.close()
 
     def close(self) -> None:
+        """Close the connection, first copying what the WAL holds into dl.db as far as no reader
+        blocks it (a PASSIVE checkpoint never waits). When this was the last connection, SQLite
+        then checkpoints the rest and deletes dl.db-wal, so dl.db alone holds every committed run.
+        Closing twice is harmless."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # closed already, or the disk refuses the write: the WAL keeps the data
         self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -154,7 +154,13 @@ def unaccounted(base: Path | None, state: dict) -> str:
 
 
 def supervise(home: Path, run_id: str) -> int:
-    store = Store(home)
+    """Run ``run_id`` to its end and record the outcome. The store connection is closed however
+    this ends, so the last process out leaves every commit in dl.db itself (not only in its WAL)."""
+    with Store(home) as store:
+        return _supervise(store, run_id)
+
+
+def _supervise(store: Store, run_id: str) -> int:
     run = store.get(run_id)
     base = Path(run.backend_state["run_dir"])
     cspec = container_spec(
@@ -191,7 +197,6 @@ def supervise(home: Path, run_id: str) -> int:
     run = settle(store, run_id, base, returncode=returncode, reason=reason, stop_seen=stop_seen)
     status = run.status.value + (f": {run.failure_reason}" if run.failure_reason else "")
     print(f"dl: run {run_id} {status}", flush=True)
-    store.close()
     return 0
 
 
