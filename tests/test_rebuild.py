@@ -271,10 +271,10 @@ def test_a_killed_claim_is_missed_when_a_later_catch_up_covers_it(dl_home):
     _killed_after_claim("covered", due)
     started = []
 
-    def starter(store, schedule, due_at):  # stands in for training: a Pending run is recorded
+    def starter(client, schedule, due_at):  # stands in for training: a Pending run is recorded
         run = Run(id=f"covered-{int(due_at)}", job=schedule.job, target="local", status=RunStatus.PENDING,
                   created_at=time.time(), schedule=schedule.name)  # fmt: skip
-        store.insert(run)
+        client.store.insert(run)
         started.append(due_at)
         return run
 
