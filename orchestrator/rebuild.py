@@ -209,7 +209,7 @@ def _remove(path: Path) -> None:
 
 
 def _refuse_if_busy(home: Path, current: Path) -> None:
-    from orchestrator.scheduling import SchedulerLock
+    from orchestrator.scheduler_service import SchedulerLock
 
     lock = SchedulerLock(home)
     if lock.path.exists():

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator import api, scheduling
+from orchestrator import api, scheduler_service, scheduling
 from orchestrator.client import Client
 from orchestrator.store import Run, RunStatus, open_store
 from tests.conftest import MNIST, TINY, invoke, wait_for
@@ -141,7 +141,7 @@ def test_a_fire_time_is_claimed_once_across_stores(weekly):
 def test_only_one_scheduler_holds_the_lock(dl_home):
     results: list[bool] = []
     barrier = threading.Barrier(4)
-    locks = [scheduling.SchedulerLock() for _ in range(4)]
+    locks = [scheduler_service.SchedulerLock() for _ in range(4)]
 
     def grab(lock):
         barrier.wait()
@@ -155,7 +155,7 @@ def test_only_one_scheduler_holds_the_lock(dl_home):
     assert sorted(results) == [False, False, False, True]
     for lock in locks:
         lock.release()
-    again = scheduling.SchedulerLock()
+    again = scheduler_service.SchedulerLock()
     assert again.acquire()  # released: the next scheduler gets it
     again.release()
 

@@ -208,7 +208,7 @@ def run_(
     once: bool = typer.Option(False, "--once", help="Check once and exit (for crontab)."),
 ) -> None:
     """The scheduler for local schedules: launch due runs, in the foreground (Ctrl-C stops it)."""
-    from orchestrator import scheduling
+    from orchestrator import scheduler_service
 
     def report(d) -> None:
         line = f"{render.when(d.due_at)}  {d.schedule}: {d.action} {d.run_id or ''} {d.note or ''}".rstrip()
@@ -217,7 +217,7 @@ def run_(
     if not once:
         typer.echo(f"dl scheduler: checking local schedules every {poll:g}s (Ctrl-C to stop).")
     try:
-        scheduling.run_forever(poll=poll, report=report, once=once)
+        scheduler_service.run_forever(poll=poll, report=report, once=once)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
@@ -227,9 +227,9 @@ def install(
     write: bool = typer.Option(False, "--write", help="Write the systemd user unit file."),
 ) -> None:
     """Print a systemd user unit (and a crontab line) that keep `dl schedule run` going."""
-    from orchestrator import scheduling
+    from orchestrator import scheduler_service
 
-    text = scheduling.install_text()
+    text = scheduler_service.install_text()
     typer.echo(f"# {text['unit_path']}\n{text['unit']}")
     typer.echo(f"# or, in `crontab -e`:\n{text['crontab']}")
     if write:
